@@ -1,0 +1,1 @@
+"""rest_jax: Reinforced Self-Training (ReST) of sequence models in JAX."""

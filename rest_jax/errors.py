@@ -1,0 +1,9 @@
+"""The one exception type for bad user input (files, flags, data)."""
+
+
+class UserInputError(ValueError):
+  """A file, flag or data record given by the user is wrong.
+
+  The message names the file or flag, says what was wrong and what to do;
+  `python -m rest_jax.main` prints it as one line instead of a traceback.
+  """

@@ -1,0 +1,235 @@
+"""Policy evaluation: validation loss, greedy decoding, BLEU / chrF.
+
+`evaluate_policy` is shared by the BC loop (periodic validation) and by
+`--run_mode=eval` (`evaluation.evaluate`), which restores a checkpoint and
+writes `MODEL_DIR/eval/<name>.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+import tqdm
+from absl import logging
+
+from rest_jax import (
+  checkpoints,
+  gin_utils,
+  metrics,
+  models,
+  network,
+  partitioning,
+  tasks,
+  trainer,
+)
+from rest_jax import train_state as train_state_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """What to evaluate and how."""
+
+  task: Any  # seqio task name or `tasks.ParallelCorpus`.
+  split: str = 'validation'  # Split to evaluate on.
+  batch_size: int = 128  # Rows per evaluation batch.
+  input_length: int = 32  # Encoder length S (longer sources are truncated).
+  target_length: int = 32  # Decoder length T and the greedy decode length.
+  max_examples: int | None = None  # First N examples of the split (None = all).
+  num_samples_to_log: int = 5  # Example translations kept in the JSON.
+
+
+def _decode_texts(vocab, tokens: np.ndarray) -> list[str]:
+  """Detokenizes [N, L] token rows (stops at EOS)."""
+  return [vocab.decode([int(t) for t in row]) for row in tokens]
+
+
+def evaluate_policy(
+  model: models.EncoderDecoderModel,
+  params: Any,
+  mesh,
+  config: EvalConfig,
+  *,
+  progress: bool = True,
+) -> dict:
+  """Loss, token accuracy, greedy BLEU / chrF of `params` on a split.
+
+  Args:
+    model: the policy.
+    params: unboxed (sharded) parameters.
+    mesh: device mesh.
+    config: the split and sizes.
+    progress: show a progress bar.
+
+  Returns:
+    dict: `loss`, `accuracy`, `bleu`, `chrf`, sacrebleu signatures,
+    `num_examples`, `length_ratio`, `seconds` and a few `samples`.
+  """
+  start = time.time()
+  vocab = tasks.get_vocabulary(config.task)
+  loss_fn = functools.partial(_eval_metrics, model)
+  predict = _greedy_fn(model, config.target_length)
+  data = tasks.get_dataset(
+    config.task,
+    config.split,
+    input_length=config.input_length,
+    target_length=config.target_length,
+    batch_size=config.batch_size,
+    shuffle=False,
+    seed=0,
+    repeat=False,
+    with_text=True,
+    max_examples=config.max_examples,
+  )
+  sums = {'nll_sum': 0.0, 'correct': 0.0, 'num_tokens': 0.0}
+  hyps, refs, srcs = [], [], []
+  rows = config.batch_size
+  with partitioning.axis_rules(mesh):
+    bar = tqdm.tqdm(
+      data, desc=f'eval {config.split}', disable=None if progress else True, leave=False
+    )
+    for batch in bar:
+      n = len(batch['decoder_target_tokens'])
+      padded = trainer.zeros_like_batch(batch, rows)
+      device_batch = partitioning.shard_batch(padded, mesh)
+      m = trainer.to_host(loss_fn(params, device_batch))
+      for k in sums:
+        sums[k] += float(m[k])
+      tokens = np.asarray(predict(params, device_batch))[:n]
+      hyps += _decode_texts(vocab, tokens)
+      refs += [str(t) for t in batch['targets_pretokenized'][:n]]
+      srcs += [str(t) for t in batch['inputs_pretokenized'][:n]]
+  if not hyps:
+    raise ValueError(f'Split {config.split!r} of {config.task} is empty.')
+  result = metrics.corpus_bleu_chrf(hyps, refs)
+  ntok = max(sums['num_tokens'], 1.0)
+  ref_len = sum(len(r.split()) for r in refs)
+  result.update(
+    loss=sums['nll_sum'] / ntok,
+    accuracy=sums['correct'] / ntok,
+    num_examples=len(hyps),
+    length_ratio=sum(len(h.split()) for h in hyps) / max(ref_len, 1),
+    seconds=time.time() - start,
+    samples=[
+      {'source': s, 'reference': r, 'output': h}
+      for s, r, h in list(zip(srcs, refs, hyps))[: config.num_samples_to_log]
+    ],
+  )
+  return result
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _eval_metrics(model, params, batch):
+  logits = model.logits(params, batch)
+  targets = batch['decoder_target_tokens']
+  weights = batch['decoder_loss_weights'].astype(np.float32)
+  nll = -models.token_log_probs(logits, targets)
+  correct = (logits.argmax(-1) == targets).astype(np.float32)
+  return {
+    'nll_sum': (nll * weights).sum(),
+    'correct': (correct * weights).sum(),
+    'num_tokens': weights.sum(),
+  }
+
+
+@functools.cache
+def _greedy_fn(model, length):
+  def fn(params, batch):
+    tokens, _ = model.predict_batch(
+      params, batch, jax.random.key(0), num_decodes=1, max_decode_length=length, temperature=0.0
+    )
+    return tokens[:, 0]
+
+  return jax.jit(fn)
+
+
+def write_json(path: str, obj: Any) -> str:
+  """Writes `obj` as indented JSON to `path` atomically; returns the path."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=2, sort_keys=True, default=float)
+  os.replace(tmp, path)
+  return path
+
+
+def restore_params(
+  model: models.EncoderDecoderModel,
+  mesh,
+  checkpoint_dir: str,
+  step: int | None,
+  input_length: int,
+  target_length: int,
+) -> tuple[Any, int]:
+  """Restores the params of a policy checkpoint onto `mesh`.
+
+  Returns:
+    (params, step).
+
+  Raises:
+    FileNotFoundError: no checkpoint in `checkpoint_dir` (names the path).
+  """
+  ckpt = checkpoints.Checkpointer(checkpoint_dir)
+  step = ckpt.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(
+      f'No checkpoint under {checkpoint_dir}; train one first with --run_mode=bc.'
+    )
+  abstract = jax.eval_shape(lambda r: model.init(r, input_length, target_length), jax.random.key(0))
+  shardings = partitioning.state_shardings(abstract, mesh)['params']
+  abstract_params = jax.tree.map(
+    lambda x: x.value if hasattr(x, 'value') else x,
+    abstract['params'],
+    is_leaf=lambda x: hasattr(x, 'value'),
+  )
+  target = train_state_lib.abstract_state(abstract_params, shardings)
+  # Restore the params only; the optimizer state is not needed to evaluate.
+  restored = ckpt.restore({'params': target}, step, partial=True)
+  return restored['params'], step
+
+
+def evaluate(
+  *,
+  model_dir: str,
+  model_config: network.T5Config,
+  eval_config: EvalConfig,
+  checkpoint: str = 'best',
+  mesh_config: partitioning.MeshConfig = partitioning.MeshConfig(),
+  progress: bool = True,
+) -> dict:
+  """`--run_mode=eval`: evaluates a BC checkpoint and writes JSON.
+
+  Args:
+    model_dir: the run directory (holds `checkpoints/bc/{best,last}`).
+    model_config: the policy's network config (must match the checkpoint).
+    eval_config: split, lengths and batch size.
+    checkpoint: 'best', 'last', or a step number as a string.
+    mesh_config: device mesh.
+    progress: show a progress bar.
+
+  Returns:
+    The metrics dict, also written to `model_dir/eval/<split>_<checkpoint>.json`.
+  """
+  gin_utils.write_config(model_dir, 'config_eval.gin')
+  mesh = partitioning.make_mesh(mesh_config)
+  model = models.EncoderDecoderModel(model_config)
+  kind = 'best' if checkpoint == 'best' else 'last'
+  step = None if checkpoint in ('best', 'last') else int(checkpoint)
+  directory = os.path.join(model_dir, 'checkpoints', 'bc', kind)
+  params, step = restore_params(
+    model, mesh, directory, step, eval_config.input_length, eval_config.target_length
+  )
+  result = evaluate_policy(model, params, mesh, eval_config, progress=progress)
+  result.update(checkpoint=directory, step=int(step), split=eval_config.split)
+  path = write_json(
+    os.path.join(model_dir, 'eval', f'{eval_config.split}_{checkpoint}.json'), result
+  )
+  logging.info('Wrote %s: BLEU %.2f chrF %.2f', path, result['bleu'], result['chrf'])
+  print(json.dumps({k: v for k, v in result.items() if k != 'samples'}, indent=1, default=float))
+  return result

@@ -1,0 +1,183 @@
+"""Gin at the edges: flag rewriting, parsing with clear errors, config.gin.
+
+`--gin.X=Y` is rewritten to `--gin_bindings=X = Y` (t5x); the repository's
+`gin/` folder is always on the search path, whatever the working directory;
+errors name the file or flag that caused them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+import gin
+from rest_jax import errors
+
+REPO_GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'gin')
+PACKAGE_GIN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'gin')
+
+
+class _DropKnownNoise(logging.Filter):
+  """Drops log records that are expected and say nothing useful here.
+
+  * gin logs 'Path not found' at ERROR while it probes its search paths;
+  * seqio warns that an in-memory (FunctionDataSource) task is uncached, and
+    that packing drops the pass-through text features.
+  """
+
+  _PREFIXES = (
+    'Path not found',
+    'Using an uncached FunctionDataset',
+    'Features not in `features_length` will be removed during packing',
+  )
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(self._PREFIXES)
+
+
+for _name in ('', 'absl'):
+  logging.getLogger(_name).addFilter(_DropKnownNoise())
+
+
+class GinConfigError(errors.UserInputError):
+  """A gin file or binding given on the command line is wrong."""
+
+
+def default_search_paths() -> list[str]:
+  """The repo's `gin/` (source checkout) and the installed copy, if present."""
+  return [p for p in (REPO_GIN_DIR, PACKAGE_GIN_DIR) if os.path.isdir(p)]
+
+
+def rewrite_gin_args(args: Sequence[str]) -> list[str]:
+  """Turns `--gin.NAME=VALUE` into `--gin_bindings=NAME = VALUE`."""
+  out = []
+  for arg in args:
+    if arg.startswith('--gin.'):
+      name, sep, value = arg[len('--gin.') :].partition('=')
+      if not sep:
+        raise GinConfigError(f'Flag {arg!r}: expected --gin.NAME=VALUE.')
+      out.append(f'--gin_bindings={name} = {value}')
+    else:
+      out.append(arg)
+  return out
+
+
+def _resolve(path: str, search_paths: Sequence[str]) -> str:
+  if os.path.isabs(path) or os.path.exists(path):
+    return os.path.abspath(path)
+  for root in search_paths:
+    candidate = os.path.join(root, path)
+    if os.path.exists(candidate):
+      return candidate
+    # Allow 'gin/bc/x.gin' as well as 'bc/x.gin'.
+    if path.startswith('gin/') and os.path.exists(os.path.join(root, path[4:])):
+      return os.path.join(root, path[4:])
+  raise GinConfigError(
+    f'--gin_file={path}: file not found in the working directory or the gin search paths '
+    f'{list(search_paths)}.'
+  )
+
+
+def _import_lines(path: str, search_paths: Sequence[str], seen: set | None = None) -> list[str]:
+  """The `from/import` lines of a gin file and of the files it includes."""
+  seen = set() if seen is None else seen
+  if path in seen:
+    return []
+  seen.add(path)
+  lines = []
+  with open(path) as f:
+    for line in f:
+      line = line.strip()
+      if line.startswith(('from ', 'import ')):
+        lines.append(line)
+      elif line.startswith('include '):
+        included = line[len('include ') :].strip().strip('\'"')
+        try:
+          lines += _import_lines(_resolve(included, search_paths), search_paths, seen)
+        except GinConfigError:
+          pass  # gin itself reported a missing include when parsing.
+  return lines
+
+
+def parse_gin_flags(
+  gin_search_paths: Sequence[str], gin_files: Sequence[str], gin_bindings: Sequence[str]
+) -> None:
+  """Parses gin files (in order, later override earlier) and then bindings.
+
+  Raises:
+    GinConfigError: a file is missing or a file/binding does not parse or
+      names an unknown configurable / parameter. The message names it.
+  """
+  gin.clear_config()
+  search_paths = [os.path.abspath(p) for p in gin_search_paths] + default_search_paths()
+  for path in search_paths:
+    gin.add_config_file_search_path(path)
+  if not gin_files:
+    raise GinConfigError(
+      'No --gin_file given; pass at least one (e.g. gin/bc/tatoeba_en_de_cpu.gin).'
+    )
+  imports = []
+  for gin_file in gin_files:
+    resolved = _resolve(gin_file, search_paths)
+    try:
+      gin.parse_config_file(resolved)
+    except (ValueError, KeyError, NameError, SyntaxError, ImportError, AttributeError) as e:
+      raise GinConfigError(f'--gin_file={gin_file} ({resolved}): {e}') from e
+    for line in _import_lines(resolved, search_paths):
+      if line not in imports:
+        imports.append(line)
+  # `dynamic_registration` must come before any other import of the unit.
+  dynamic = 'from __gin__ import dynamic_registration'
+  if dynamic in imports:
+    imports = [dynamic] + [line for line in imports if line != dynamic]
+  for binding in gin_bindings:
+    try:
+      # With dynamic registration, module aliases (`tasks.X`) are per parse
+      # unit: give each binding the imports of the files it overrides.
+      gin.parse_config([*imports, binding])
+    except (ValueError, KeyError, NameError, SyntaxError, ImportError, AttributeError) as e:
+      raise GinConfigError(f'--gin_bindings={binding!r}: {e}') from e
+  try:
+    gin.finalize()
+  except (ValueError, KeyError) as e:
+    name = str(e).split('/')[0]
+    raise GinConfigError(
+      f'gin config: {e} Set it with --gin.{name}=VALUE (the header of the run file lists the '
+      'REQUIRED macros).'
+    ) from e
+
+
+def write_config(model_dir: str, filename: str = 'config.gin') -> str:
+  """Writes the operative gin config to `model_dir/filename` atomically."""
+  os.makedirs(model_dir, exist_ok=True)
+  path = os.path.join(model_dir, filename)
+  tmp = path + '.tmp'
+  text = gin.operative_config_str() or gin.config_str()
+  with open(tmp, 'w') as f:
+    f.write('# Operative gin config, written by rest_jax; `python -m rest_jax.main` with\n')
+    f.write(f'# argv: {" ".join(sys.argv)}\n\n')
+    f.write(text)
+  os.replace(tmp, path)
+  return path
+
+
+def call_configured(fn, run_mode: str):
+  """Calls the gin-configured `fn`; missing REQUIRED values become GinConfigError."""
+  configured = gin.get_configurable(fn)
+  try:
+    return configured()
+  except (ValueError, TypeError, RuntimeError) as e:
+    text = str(e)
+    if (
+      'Required bindings' in text
+      or 'gin.REQUIRED' in text
+      or 'missing' in text
+      and ('keyword-only argument' in text or 'required positional' in text)
+    ):
+      raise GinConfigError(
+        f'--run_mode={run_mode}: {text.splitlines()[0]} Set it with --gin.NAME=VALUE '
+        '(the header of the gin/runs/*.gin file lists the REQUIRED macros).'
+      ) from e
+    raise

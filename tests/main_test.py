@@ -1,0 +1,174 @@
+"""`python -m rest_jax.main` in-process: BC, resume, eval, dry run, bad input."""
+
+import json
+import os
+
+import pytest
+import test_utils
+from absl import flags
+
+import gin
+from rest_jax import gin_utils, main, tasks
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_main(argv):
+  """Parses `argv` like the real entry point and calls `main.main`."""
+  flags.FLAGS.unparse_flags()
+  gin.clear_config()
+  flags.FLAGS(gin_utils.rewrite_gin_args(['rest_jax', *argv]))
+  main.main(['rest_jax'])
+
+
+@pytest.fixture(scope='module')
+def corpus(tmp_path_factory):
+  """A 300-pair TSV corpus and a 100-piece vocabulary for it."""
+  root = tmp_path_factory.mktemp('corpus')
+  pairs = test_utils.synthetic_pairs(300)
+  tsv = root / 'pairs.tsv'
+  tsv.write_text(''.join(f'{s}\t{t}\n' for s, t in pairs))
+  vocab = tasks.train_sentencepiece([x for p in pairs for x in p], str(root / 'v.model'), 100)
+  return str(tsv), vocab
+
+
+def _bindings(tsv, vocab, model_dir, steps):
+  return [
+    '--gin_file=runs/bc.gin',
+    '--gin_file=models/tiny.gin',
+    f"--gin.MODEL_DIR='{model_dir}'",
+    '--gin.TASK=@tasks.ParallelCorpus()',
+    "--gin.tasks.ParallelCorpus.name='main_test_corpus'",
+    f"--gin.tasks.ParallelCorpus.train_path='{tsv}'",
+    f"--gin.tasks.ParallelCorpus.vocab_path='{vocab}'",
+    '--gin.tasks.ParallelCorpus.num_validation=16',
+    '--gin.tasks.ParallelCorpus.num_test=16',
+    '--gin.VOCAB_SIZE=128',
+    f'--gin.TRAIN_STEPS={steps}',
+    '--gin.BATCH_SIZE=8',
+    '--gin.INPUT_LENGTH=16',
+    '--gin.TARGET_LENGTH=16',
+    '--gin.EVAL_PERIOD=3',
+    '--gin.CHECKPOINT_PERIOD=3',
+    '--gin.LOG_PERIOD=3',
+    '--gin.EVAL_BATCH_SIZE=8',
+  ]
+
+
+def test_bc_resume_and_eval_in_process(corpus, tmp_path):
+  tsv, vocab = corpus
+  model_dir = tmp_path / 'run'
+  run_main(
+    [
+      '--run_mode=bc',
+      '--gin_bindings=train.train.progress = False',
+      *_bindings(tsv, vocab, model_dir, 6),
+    ]
+  )
+  assert (model_dir / 'config.gin').exists()
+  assert 'train.train' in (model_dir / 'config.gin').read_text()
+  first = json.loads((model_dir / 'eval' / 'bc_validation.json').read_text())
+  assert first['step'] == 6 and first['num_examples'] == 16
+  assert 0.0 <= first['chrf'] <= 100.0 and 'nrefs:1' in first['bleu_signature']
+  assert sorted(os.listdir(model_dir / 'checkpoints' / 'bc' / 'last')) == ['3', '6']
+  assert len(os.listdir(model_dir / 'checkpoints' / 'bc' / 'best')) == 1
+
+  # Same directory, more steps: resumes at 6 instead of starting over.
+  run_main(
+    [
+      '--run_mode=bc',
+      '--gin_bindings=train.train.progress = False',
+      *_bindings(tsv, vocab, model_dir, 9),
+    ]
+  )
+  history = [json.loads(line) for line in open(model_dir / 'eval' / 'bc_history.jsonl')]
+  assert [h['step'] for h in history] == [3, 6, 9]
+  assert sorted(os.listdir(model_dir / 'checkpoints' / 'bc' / 'last')) == ['6', '9']
+
+  run_main(
+    [
+      '--run_mode=eval',
+      '--gin_file=runs/eval.gin',
+      '--gin_file=models/tiny.gin',
+      f"--gin.MODEL_DIR='{model_dir}'",
+      '--gin.TASK=@tasks.ParallelCorpus()',
+      "--gin.tasks.ParallelCorpus.name='main_test_corpus'",
+      f"--gin.tasks.ParallelCorpus.train_path='{tsv}'",
+      f"--gin.tasks.ParallelCorpus.vocab_path='{vocab}'",
+      '--gin.tasks.ParallelCorpus.num_validation=16',
+      '--gin.tasks.ParallelCorpus.num_test=16',
+      '--gin.VOCAB_SIZE=128',
+      "--gin.SPLIT='test'",
+      "--gin.CHECKPOINT='last'",
+      '--gin.INPUT_LENGTH=16',
+      '--gin.TARGET_LENGTH=16',
+      '--gin.evaluation.evaluate.progress=False',
+    ]
+  )
+  result = json.loads((model_dir / 'eval' / 'test_last.json').read_text())
+  assert result['step'] == 9 and result['split'] == 'test' and result['num_examples'] == 16
+
+
+def test_dry_run_prints_config_and_writes_nothing(corpus, tmp_path, capsys):
+  tsv, vocab = corpus
+  run_main(['--run_mode=bc', '--dry_run', *_bindings(tsv, vocab, tmp_path / 'dry', 5)])
+  out = capsys.readouterr().out
+  assert 'train.train' in out and 'TRAIN_STEPS = 5' in out
+  assert not (tmp_path / 'dry').exists()
+
+
+def _error(argv) -> str:
+  with pytest.raises(SystemExit) as e:
+    run_main(argv)
+  return str(e.value.code)
+
+
+def test_missing_gin_file_names_it(tmp_path):
+  msg = _error(['--run_mode=bc', '--gin_file=gin/bc/no_such_experiment.gin'])
+  assert msg.startswith('error: --gin_file=gin/bc/no_such_experiment.gin: file not found')
+
+
+def test_unknown_binding_names_it(corpus, tmp_path):
+  tsv, vocab = corpus
+  msg = _error(
+    [
+      '--run_mode=bc',
+      *_bindings(tsv, vocab, tmp_path / 'x', 2),
+      '--gin.train.train.num_train_stepz=3',
+    ]
+  )
+  assert msg.startswith("error: --gin_bindings='train.train.num_train_stepz = 3'")
+  msg = _error(
+    ['--run_mode=bc', *_bindings(tsv, vocab, tmp_path / 'x', 2), '--gin.nosuchmodule.Thing.x=3']
+  )
+  assert 'nosuchmodule.Thing.x = 3' in msg
+
+
+def test_missing_required_macro_names_it(tmp_path):
+  msg = _error(['--run_mode=bc', '--gin_file=runs/bc.gin', '--gin_file=models/tiny.gin'])
+  assert msg.startswith('error: gin config: MODEL_DIR') and 'REQUIRED' in msg
+  assert '--gin.MODEL_DIR=' in msg
+
+
+@pytest.mark.parametrize(
+  'content, expected',
+  [
+    (None, r'ParallelCorpus.train_path.*nowhere\.tsv'),
+    ('One.\tEins.\nno tab here\n', r'bad\.tsv, line 2'),
+    ('\n\n', r'bad\.tsv.*no sentence pairs'),
+  ],
+  ids=['missing_corpus', 'malformed_line', 'empty_corpus'],
+)
+def test_bad_corpus_gives_one_clear_error(corpus, tmp_path, content, expected):
+  _, vocab = corpus
+  path = tmp_path / ('nowhere.tsv' if content is None else 'bad.tsv')
+  if content is not None:
+    path.write_text(content)
+  argv = _bindings(str(path), vocab, tmp_path / 'run', 2)
+  argv = [a.replace('main_test_corpus', f'bad_{tmp_path.name}') for a in argv]
+  msg = _error(['--run_mode=bc', *argv])
+  assert msg.startswith('error: ')
+  assert '\n' not in msg
+  import re
+
+  assert re.search(expected, msg), msg
