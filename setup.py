@@ -35,13 +35,13 @@ setuptools.setup(
   cmdclass={'build_py': _BuildPyWithGin},
   install_requires=[
     'absl-py>=1.4',
-    'flax>=0.10',
+    'flax>=0.11',
     'gin-config>=0.5.0',
-    'jax>=0.5',
+    'jax>=0.7.1',  # jax.set_mesh
     'matplotlib>=3.7',
     'numpy>=1.26',
     'optax>=0.2.3',
-    'orbax-checkpoint>=0.11',
+    'orbax-checkpoint>=0.11.0',
     'sacrebleu>=2.4',
     'sentencepiece>=0.2.0',
     'seqio>=0.0.19',
@@ -51,8 +51,8 @@ setuptools.setup(
   ],
   extras_require={
     'test': ['pytest>=8', 'pytest-xdist>=3.5', 'ruff>=0.6'],
-    'gpu': ['jax[cuda12]>=0.5'],
-    'tpu': ['jax[tpu]>=0.5'],
+    'gpu': ['jax[cuda12]>=0.7.1'],
+    'tpu': ['jax[tpu]>=0.7.1'],
   },
   entry_points={'console_scripts': ['rest-jax=rest_jax.main:run']},
 )

@@ -21,6 +21,7 @@ from absl import logging
 
 from rest_jax import (
   checkpoints,
+  errors,
   gin_utils,
   metrics,
   models,
@@ -149,6 +150,21 @@ def _greedy_fn(model, length):
   return jax.jit(fn)
 
 
+def check_vocab_size(model_config: network.T5Config, task: Any) -> None:
+  """Fails clearly when the model has fewer embeddings than the task's vocabulary.
+
+  Raises:
+    errors.UserInputError: names the sizes and the flag that fixes it.
+  """
+  size = tasks.get_vocabulary(task).vocab_size
+  if model_config.vocab_size < size:
+    raise errors.UserInputError(
+      f'The model has vocab_size={model_config.vocab_size} but the vocabulary of task '
+      f'{getattr(task, "name", task)!r} has '
+      f'{size} pieces: set --gin.VOCAB_SIZE={size}.'
+    )
+
+
 def write_json(path: str, obj: Any) -> str:
   """Writes `obj` as indented JSON to `path` atomically; returns the path."""
   os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -202,6 +218,7 @@ def evaluate(
   checkpoint: str = 'best',
   mesh_config: partitioning.MeshConfig = partitioning.MeshConfig(),
   progress: bool = True,
+  dry_run: bool = False,
 ) -> dict:
   """`--run_mode=eval`: evaluates a BC checkpoint and writes JSON.
 
@@ -212,10 +229,15 @@ def evaluate(
     checkpoint: 'best', 'last', or a step number as a string.
     mesh_config: device mesh.
     progress: show a progress bar.
+    dry_run: print the operative config and return None without running.
 
   Returns:
     The metrics dict, also written to `model_dir/eval/<split>_<checkpoint>.json`.
   """
+  if dry_run:
+    gin_utils.print_operative_config()
+    return None
+  check_vocab_size(model_config, eval_config.task)
   gin_utils.write_config(model_dir, 'config_eval.gin')
   mesh = partitioning.make_mesh(mesh_config)
   model = models.EncoderDecoderModel(model_config)

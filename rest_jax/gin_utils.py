@@ -15,7 +15,10 @@ from collections.abc import Sequence
 import gin
 from rest_jax import errors
 
-REPO_GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'gin')
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The repository's gin/ (a source checkout has setup.py beside it; an installed
+# package would otherwise point at site-packages/gin, gin-config's own code).
+REPO_GIN_DIR = os.path.join(_REPO_ROOT, 'gin')
 PACKAGE_GIN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'gin')
 
 
@@ -47,7 +50,8 @@ class GinConfigError(errors.UserInputError):
 
 def default_search_paths() -> list[str]:
   """The repo's `gin/` (source checkout) and the installed copy, if present."""
-  return [p for p in (REPO_GIN_DIR, PACKAGE_GIN_DIR) if os.path.isdir(p)]
+  repo = REPO_GIN_DIR if os.path.exists(os.path.join(_REPO_ROOT, 'setup.py')) else None
+  return [p for p in (repo, PACKAGE_GIN_DIR) if p and os.path.isdir(p)]
 
 
 def rewrite_gin_args(args: Sequence[str]) -> list[str]:
@@ -149,6 +153,11 @@ def parse_gin_flags(
     ) from e
 
 
+def print_operative_config() -> None:
+  """Prints the operative config (what a run function was called with)."""
+  print(gin.operative_config_str())
+
+
 def write_config(model_dir: str, filename: str = 'config.gin') -> str:
   """Writes the operative gin config to `model_dir/filename` atomically."""
   os.makedirs(model_dir, exist_ok=True)
@@ -163,11 +172,15 @@ def write_config(model_dir: str, filename: str = 'config.gin') -> str:
   return path
 
 
-def call_configured(fn, run_mode: str):
-  """Calls the gin-configured `fn`; missing REQUIRED values become GinConfigError."""
+def call_configured(fn, run_mode: str, dry_run: bool = False):
+  """Calls the gin-configured `fn`; missing REQUIRED values become GinConfigError.
+
+  With `dry_run`, `fn(dry_run=True)` builds its arguments (so the operative
+  config is complete), prints the operative config and returns without work.
+  """
   configured = gin.get_configurable(fn)
   try:
-    return configured()
+    return configured(dry_run=True) if dry_run else configured()
   except (ValueError, TypeError, RuntimeError) as e:
     text = str(e)
     if (

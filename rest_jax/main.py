@@ -15,9 +15,8 @@ Flags:
                       inner quotes: --gin.MODEL_DIR="'/tmp/run'".
   --gin_search_paths  comma-separated extra folders to resolve --gin_file and
                       gin `include`s.
-  --dry_run           parse the config, print it and exit without running.
-  --multiprocess      call jax.distributed.initialize() first (TPU pods,
-                      SLURM; see launch/).
+  --dry_run           build the run's arguments from the config, print the
+                      operative config and exit without running.
 """
 
 from __future__ import annotations
@@ -31,7 +30,6 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app, flags, logging
 
-import gin
 from rest_jax import errors, gin_utils
 
 # run_mode -> (module, function). Imported lazily so that --help is fast.
@@ -44,8 +42,7 @@ _RUN_MODE = flags.DEFINE_enum('run_mode', None, sorted(RUN_MODES), 'Which run fu
 _GIN_FILE = flags.DEFINE_multi_string('gin_file', [], 'Gin file(s), parsed in order.')
 _GIN_BINDINGS = flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings.')
 _GIN_SEARCH_PATHS = flags.DEFINE_list('gin_search_paths', [], 'Extra gin search folders.')
-_DRY_RUN = flags.DEFINE_bool('dry_run', False, 'Print the parsed config and exit.')
-_MULTIPROCESS = flags.DEFINE_bool('multiprocess', False, 'Initialise jax.distributed first.')
+_DRY_RUN = flags.DEFINE_bool('dry_run', False, 'Print the operative config and exit.')
 
 
 def run_fn(run_mode: str):
@@ -63,18 +60,11 @@ def main(argv) -> None:
   if not flags.FLAGS['verbosity'].present:
     # Library INFO logs (Orbax, seqio) drown the progress bars; -v 0 brings them back.
     logging.set_verbosity(logging.WARNING)
-  if _MULTIPROCESS.value:
-    import jax
-
-    jax.distributed.initialize()
   fn = run_fn(_RUN_MODE.value)
   try:
     gin_utils.parse_gin_flags(_GIN_SEARCH_PATHS.value, _GIN_FILE.value, _GIN_BINDINGS.value)
-    if _DRY_RUN.value:
-      print(gin.config_str())
-      return
-    logging.info('run_mode=%s', _RUN_MODE.value)
-    gin_utils.call_configured(fn, _RUN_MODE.value)
+    logging.info('run_mode=%s dry_run=%s', _RUN_MODE.value, _DRY_RUN.value)
+    gin_utils.call_configured(fn, _RUN_MODE.value, dry_run=_DRY_RUN.value)
   except errors.UserInputError as e:
     # One clear line, no traceback: the message names the file or flag. gin
     # appends "In call to configurable ..." lines, which add nothing here.

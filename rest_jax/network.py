@@ -40,7 +40,7 @@ _NEG_INF = -1e10
 class T5Config:
   """Hyper-parameters of the network (a plain frozen struct, as in t5x)."""
 
-  vocab_size: int = 8000  # Size of the (shared) SentencePiece vocabulary.
+  vocab_size: int = 4000  # Size of the (shared) SentencePiece vocabulary.
   emb_dim: int = 512  # Model width E.
   num_heads: int = 8  # Attention heads H.
   head_dim: int = 64  # Per-head width D (H*D need not equal E, as in T5).
@@ -305,8 +305,9 @@ class GatedMlp(nn.Module):
 
 
 def _dropout(cfg: T5Config, x: jax.Array, enable: bool) -> jax.Array:
+  # One mask per example and feature, shared across positions (t5x's broadcast_dims).
   if enable and cfg.dropout_rate > 0:
-    return nn.Dropout(cfg.dropout_rate)(x, deterministic=False)
+    return nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(x, deterministic=False)
   return x
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import optax
 
 
@@ -54,6 +55,8 @@ def make(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformat
     b2=config.b2,
     eps=config.eps,
     weight_decay=config.weight_decay,
+    # Decay matrices only: not RMSNorm scales (1-D), as is usual for Transformers.
+    mask=lambda params: jax.tree.map(lambda p: p.ndim > 1, params),
   )
   if config.clip_norm and config.clip_norm > 0:
     return optax.chain(optax.clip_by_global_norm(config.clip_norm), adamw)

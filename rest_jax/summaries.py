@@ -27,7 +27,7 @@ class Writer:
     return self._writers[tag]
 
   def scalars(self, tag: str, step: int, values: Mapping[str, float]) -> None:
-    """Writes each finite scalar of `values` at `step` under `tag`."""
+    """Writes each scalar of `values` at `step` under `tag`."""
     if not self._enabled:
       return
     w = self._writer(tag)

@@ -15,7 +15,8 @@ translations of those sentences are dropped, so no source sentence is in two
 splits. Every carved split lists its pairs in that hashed order, so the first N
 pairs of a split are a fixed pseudo-random sample.
 
-This module and `grow_io.py` are the only ones that import TensorFlow or seqio.
+This module (and the data-layer modules beside it) are the only ones that import
+TensorFlow or seqio.
 """
 
 from __future__ import annotations

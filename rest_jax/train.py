@@ -46,7 +46,7 @@ class TrainDataConfig:
   batch_size: int = 64  # Global batch size (rows).
   input_length: int = 32  # Encoder length S (longer sources are truncated).
   target_length: int = 32  # Decoder length T (longer targets are truncated).
-  shuffle_seed: int = 0  # Data order seed (folded with the resume step).
+  shuffle_seed: int = 0  # Data order seed (a resumed run replays the same order).
   pack: bool = True  # Pack several short examples per row (seqio packing).
 
 
@@ -75,6 +75,7 @@ def train(
   seed: int = 0,
   progress: bool = True,
   phase: str = 'bc',
+  dry_run: bool = False,
 ) -> dict:
   """Trains the policy with token-level NLL and returns the final validation metrics.
 
@@ -93,10 +94,19 @@ def train(
     seed: parameter-init and dropout seed.
     progress: show progress bars (also off when stderr is not a terminal).
     phase: name of the phase (checkpoint, summary and eval file names).
+    dry_run: print the operative config and return None without running.
 
   Returns:
     The validation metrics of the final parameters (BLEU, chrF, loss, ...).
+
+  Raises:
+    errors.UserInputError: the model's vocabulary is smaller than the task's.
+    trainer.NonFiniteLossError: the loss became NaN/Inf (names step and phase).
   """
+  if dry_run:
+    gin_utils.print_operative_config()
+    return None
+  evaluation.check_vocab_size(model_config, train_data.task)
   gin_utils.write_config(model_dir)
   mesh = partitioning.make_mesh(mesh_config)
   model = models.EncoderDecoderModel(model_config)
@@ -130,10 +140,13 @@ def train(
     target_length=train_data.target_length,
     batch_size=train_data.batch_size,
     shuffle=True,
-    seed=train_data.shuffle_seed + start_step,
+    seed=train_data.shuffle_seed,
     repeat=True,
     pack=train_data.pack,
   )
+  # Exact resume: replay the data order up to where the last run stopped.
+  for _ in tqdm.trange(start_step, desc='skip seen batches', disable=None if progress else True):
+    next(data)
   writer = summaries.Writer(os.path.join(model_dir, 'summaries', phase))
   history_path = os.path.join(model_dir, 'eval', f'{phase}_history.jsonl')
   dropout_rng = jax.random.fold_in(rng, 1)
@@ -170,6 +183,8 @@ def train(
       )
       best.save(step, state, {checkpoint.best_metric: result[checkpoint.best_metric]}, force=False)
     if step % checkpoint.period == 0 or is_last:
+      # Never checkpoint a diverged state: it would be resumed from.
+      trainer.check_finite(trainer.to_host(m), step=step, phase=phase)
       last.save(step, state)
   bar.close()
   writer.close()

@@ -30,7 +30,7 @@ def test_gin_file_parses(name):
     config = gin.query_parameter('%MODEL_CONFIG')
     assert config is not None
   elif name.startswith('runs/'):
-    _parse([_MODEL, name], _REQUIRED)
+    _parse([name, _MODEL], _REQUIRED)
   else:  # Experiments: only MODEL_DIR is left to the user.
     _parse([name], ["MODEL_DIR = '/tmp/unused'"])
   # Nothing REQUIRED is left unset.
