@@ -36,6 +36,8 @@ from rest_jax import errors, gin_utils
 RUN_MODES = {
   'bc': ('rest_jax.train', 'train'),
   'eval': ('rest_jax.evaluation', 'evaluate'),
+  'grow': ('rest_jax.grow', 'grow'),
+  'inspect': ('rest_jax.grow', 'inspect'),
 }
 
 _RUN_MODE = flags.DEFINE_enum('run_mode', None, sorted(RUN_MODES), 'Which run function to call.')

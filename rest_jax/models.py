@@ -38,6 +38,14 @@ class EncoderDecoderModel:
     self.config = config
     self.module = network.Transformer(config)
 
+  # Equal configs make equal models, so jitted functions that take the model as
+  # a static argument compile once per config, not once per instance.
+  def __eq__(self, other) -> bool:
+    return type(other) is type(self) and other.config == self.config
+
+  def __hash__(self) -> int:
+    return hash((type(self), self.config))
+
   def init(self, rng: jax.Array, input_length: int, target_length: int) -> dict:
     """Returns boxed (logically partitioned) variables {'params': ...}."""
     enc = jnp.ones((1, input_length), jnp.int32)

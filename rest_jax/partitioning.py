@@ -36,6 +36,7 @@ class MeshConfig:
   data: int = -1  # Data-parallel replicas.
   fsdp: int = 1  # Fully-sharded data parallelism (params sharded over it).
   model: int = 1  # Tensor (model) parallelism.
+  num_devices: int | None = None  # Use only the first N devices (None = all).
 
   def shape(self, num_devices: int) -> tuple[int, int, int]:
     """Resolves -1 against `num_devices`; raises ValueError if it can't."""
@@ -58,6 +59,8 @@ class MeshConfig:
 def make_mesh(config: MeshConfig = MeshConfig(), devices: Sequence[Any] | None = None) -> Mesh:
   """Builds a ('data', 'fsdp', 'model') mesh over `devices` (default: all)."""
   devices = list(jax.devices() if devices is None else devices)
+  if config.num_devices is not None:
+    devices = devices[: config.num_devices]
   shape = config.shape(len(devices))
   return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
 

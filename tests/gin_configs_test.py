@@ -15,12 +15,21 @@ ALL = sorted(
 )
 # What each kind of file needs besides itself.
 _MODEL = 'models/tiny.gin'
-_REQUIRED = ["MODEL_DIR = '/tmp/unused'", 'TASK = @tasks.tatoeba_en_de()', 'TRAIN_STEPS = 1']
+_REQUIRED = {
+  'runs/bc.gin': ["MODEL_DIR = '/tmp/unused'", 'TASK = @tasks.tatoeba_en_de()', 'TRAIN_STEPS = 1'],
+  'runs/eval.gin': ["MODEL_DIR = '/tmp/unused'", 'TASK = @tasks.tatoeba_en_de()'],
+  'runs/grow.gin': [
+    "MODEL_DIR = '/tmp/unused'",
+    'TASK = @tasks.tatoeba_en_de()',
+    'REWARD = @rewards.SentenceChrF()',
+  ],
+  'runs/inspect.gin': ["ROUND_DIR = '/tmp/unused/grow/g1'"],
+}
 
 
 def _parse(files, bindings):
   gin.clear_config()
-  gin_utils.parse_gin_flags([], files, ['from rest_jax import tasks', *bindings])
+  gin_utils.parse_gin_flags([], files, bindings)
 
 
 @pytest.mark.parametrize('name', ALL)
@@ -30,7 +39,8 @@ def test_gin_file_parses(name):
     config = gin.query_parameter('%MODEL_CONFIG')
     assert config is not None
   elif name.startswith('runs/'):
-    _parse([name, _MODEL], _REQUIRED)
+    needs_model = name != 'runs/inspect.gin'
+    _parse([name, _MODEL] if needs_model else [name], _REQUIRED[name])
   else:  # Experiments: only MODEL_DIR is left to the user.
     _parse([name], ["MODEL_DIR = '/tmp/unused'"])
   # Nothing REQUIRED is left unset.
@@ -41,9 +51,9 @@ def test_experiment_headers_list_command_and_required():
   for name in ALL:
     text = open(os.path.join(GIN_DIR, name)).read()
     assert text.startswith('#'), f'{name} needs a header comment'
-    if name.startswith(('bc/', 'runs/')):
+    if not name.startswith('models/'):
       assert 'REQUIRED' in text, f'{name}: header must list the REQUIRED macros'
-    if name.startswith('bc/'):
+    if name.startswith(('bc/', 'grow/')):
       assert 'python -m rest_jax.main' in text, f'{name}: header must show the command'
 
 

@@ -8,7 +8,7 @@ import test_utils
 from absl import flags
 
 import gin
-from rest_jax import gin_utils, main, tasks
+from rest_jax import gin_utils, main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,12 +24,7 @@ def run_main(argv):
 @pytest.fixture(scope='module')
 def corpus(tmp_path_factory):
   """A 300-pair TSV corpus and a 100-piece vocabulary for it."""
-  root = tmp_path_factory.mktemp('corpus')
-  pairs = test_utils.synthetic_pairs(300)
-  tsv = root / 'pairs.tsv'
-  tsv.write_text(''.join(f'{s}\t{t}\n' for s, t in pairs))
-  vocab = tasks.train_sentencepiece([x for p in pairs for x in p], str(root / 'v.model'), 100)
-  return str(tsv), vocab
+  return test_utils.write_tiny_corpus(str(tmp_path_factory.mktemp('corpus')))
 
 
 def _bindings(tsv, vocab, model_dir, steps):

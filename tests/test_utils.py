@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 
 import numpy as np
@@ -89,3 +90,17 @@ def synthetic_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
     )
     pairs[f'The {a} {n1} {v} the {n2} {len(pairs)}.'] = f'Die {da} {d1} {dv} den {d2} {len(pairs)}.'
   return list(pairs.items())
+
+
+def write_tiny_corpus(root: str, num_pairs: int = 300) -> tuple[str, str]:
+  """A synthetic TSV corpus and a ~100-piece vocabulary for it, under `root`."""
+  from rest_jax import tasks  # Data layer (TF): imported only by the tests that need it.
+
+  pairs = synthetic_pairs(num_pairs)
+  tsv = os.path.join(root, 'pairs.tsv')
+  with open(tsv, 'w') as f:
+    f.write(''.join(f'{s}\t{t}\n' for s, t in pairs))
+  vocab = tasks.train_sentencepiece(
+    [x for p in pairs for x in p], os.path.join(root, 'v.model'), 100
+  )
+  return tsv, vocab

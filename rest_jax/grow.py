@@ -1,0 +1,535 @@
+"""`--run_mode=grow` and `--run_mode=inspect`: the Grow step of ReST.
+
+Grow samples N candidates per source with the current policy, scores each
+candidate (and the human reference: D_g = samples ∪ D) with a reward source,
+and writes the round as TFRecord shards plus a manifest (`grow_io.py`):
+
+  sources of a split -> chunks of `sources_per_shard` -> per chunk:
+    batches of similar length -> sampler (one compiled program, sharded over
+    the mesh's batch axes) -> texts -> rewards -> part-<i>-of-<K>.tfrecord
+
+Each chunk is one shard, written under a temporary name and renamed, so a
+killed Grow restarts from its finished shards with no record lost or
+duplicated. Chunk i samples with `fold_in(seed, i)` and batch b of it with
+`fold_in(chunk_key, b)`: a round is the same for a given seed whatever the
+number of devices, and whichever chunks a restart still had to do.
+
+`inspect` prints what a round holds: reward statistics, how many records
+survive each threshold of the schedule, per-source counts, and the best and
+worst candidates of a few sources.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+import tqdm
+from absl import logging
+
+from rest_jax import (
+  evaluation,
+  gin_utils,
+  grow_io,
+  models,
+  network,
+  partitioning,
+  rewards,
+  tasks,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+  """How candidates are sampled."""
+
+  num_samples: int = 8  # N candidates per source.
+  temperature: float = 0.8  # Sampling temperature (the paper's Grow uses 0.8).
+  topk: int = 0  # Top-k filter, 0 = off.
+  topp: float = 1.0  # Nucleus filter, 1.0 = off.
+
+
+@dataclasses.dataclass(frozen=True)
+class GrowConfig:
+  """Which sources, and how they are batched and stored."""
+
+  task: Any  # seqio task name or `tasks.ParallelCorpus` the sources come from.
+  split: str = 'train'  # Split of the task whose sources are grown.
+  max_sources: int | None = None  # First N sources of the split (None = all).
+  sources_per_shard: int = 256  # Sources per chunk; one chunk = one shard.
+  batch_size: int = 32  # Sources per sampler call (rows = batch_size * N).
+  input_length: int = 32  # Longest source in tokens (longer ones are truncated).
+  target_length: int = 32  # Longest candidate in tokens.
+  human_fraction: float = 1.0  # Fraction of sources whose human reference joins D_g.
+  seed: int = 0  # Sampling seed.
+
+
+def round_dir(model_dir: str, grow_round: int) -> str:
+  """`MODEL_DIR/grow/g<g>`."""
+  return os.path.join(model_dir, 'grow', f'g{grow_round}')
+
+
+@dataclasses.dataclass
+class _Sources:
+  """The sources of a split: token ids (no EOS), texts and references."""
+
+  tokens: list[np.ndarray]
+  texts: list[str]
+  references: list[str]
+
+
+def _load_sources(cfg: GrowConfig) -> _Sources:
+  data = tasks.get_dataset(
+    cfg.task,
+    cfg.split,
+    input_length=cfg.input_length,
+    target_length=cfg.target_length,
+    batch_size=256,
+    shuffle=False,
+    seed=0,
+    repeat=False,
+    with_text=True,
+    max_examples=cfg.max_sources,
+  )
+  out = _Sources([], [], [])
+  for batch in data:
+    for row, src, ref in zip(
+      batch['encoder_input_tokens'], batch['inputs_pretokenized'], batch['targets_pretokenized']
+    ):
+      row = row[row > 0]
+      out.tokens.append(row[:-1] if len(row) and row[-1] == 1 else row)  # Drop EOS.
+      out.texts.append(str(src))
+      out.references.append(str(ref))
+  if not out.texts:
+    raise tasks.DataError(f'Grow: split {cfg.split!r} of {cfg.task} has no sources.')
+  return out
+
+
+def _keeps_human(seed: int, source_id: int, fraction: float) -> bool:
+  """Deterministic per-source coin for `human_fraction`."""
+  if fraction >= 1.0:
+    return True
+  digest = hashlib.sha256(f'{seed}:{source_id}'.encode()).digest()
+  return int.from_bytes(digest[:8], 'little') / 2**64 < fraction
+
+
+def _bucket(length: int, limit: int, multiple: int = 8) -> int:
+  """Pads a length up to a multiple of 8 (bounded), so few shapes compile."""
+  return min(max(multiple, -(-length // multiple) * multiple), limit)
+
+
+def _strip(tokens: np.ndarray, eos_id: int) -> np.ndarray:
+  """Token ids up to (not including) the first EOS, without padding."""
+  stop = np.flatnonzero(tokens == eos_id)
+  tokens = tokens[: stop[0]] if stop.size else tokens
+  return tokens[tokens > 0].astype(np.int32)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _sample_fn(model, sampling: SamplingConfig, target_length: int, params, batch, rng):
+  tokens, log_probs = model.predict_batch(
+    params,
+    batch,
+    rng,
+    num_decodes=sampling.num_samples,
+    max_decode_length=target_length,
+    temperature=sampling.temperature,
+    topk=sampling.topk,
+    topp=sampling.topp,
+  )
+  return tokens, log_probs.sum(-1)
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _score_fn(model, params, batch):
+  return model.score_batch(params, batch)
+
+
+class _Sampler:
+  """Jitted sampling and scoring of the policy on a mesh (compiled once per config)."""
+
+  def __init__(self, model, params, mesh, sampling: SamplingConfig, target_length: int):
+    self.model, self.params, self.mesh = model, params, mesh
+    self._sample = functools.partial(_sample_fn, model, sampling, target_length)
+    self._score = functools.partial(_score_fn, model)
+
+  def sample(self, enc: np.ndarray, rng: jax.Array) -> tuple[np.ndarray, np.ndarray]:
+    """[B, S] sources -> tokens [B, N, T] and sequence log-probs [B, N]."""
+    batch = partitioning.shard_batch({'encoder_input_tokens': enc}, self.mesh)
+    with partitioning.axis_rules(self.mesh):
+      tokens, log_probs = self._sample(self.params, batch, rng)
+    return np.asarray(tokens), np.asarray(log_probs)
+
+  def score(self, enc: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Sequence log-likelihood [B] of `targets` [B, T] (with EOS) given `enc`."""
+    dec_in = np.zeros_like(targets)
+    dec_in[:, 1:] = targets[:, :-1]
+    batch = partitioning.shard_batch(
+      {
+        'encoder_input_tokens': enc,
+        'decoder_input_tokens': dec_in,
+        'decoder_target_tokens': targets,
+        'decoder_loss_weights': (targets > 0).astype(np.float32),
+      },
+      self.mesh,
+    )
+    with partitioning.axis_rules(self.mesh):
+      return np.asarray(self._score(self.params, batch))
+
+
+def _pad_rows(rows: Sequence[np.ndarray], num_rows: int, length: int, eos: bool) -> np.ndarray:
+  """Token rows -> [num_rows, length] int32 (EOS appended when `eos`)."""
+  out = np.zeros((num_rows, length), np.int32)
+  for i, row in enumerate(rows):
+    row = list(row[: length - 1 if eos else length]) + ([1] if eos else [])
+    out[i, : len(row)] = row
+  return out
+
+
+def _grow_chunk(
+  chunk: int,
+  ids: Sequence[int],
+  sources: _Sources,
+  sampler: _Sampler,
+  vocab,
+  reward_fn: rewards.RewardFn,
+  cfg: GrowConfig,
+  sampling: SamplingConfig,
+  grow_round: int,
+  policy_step: int,
+  timing: dict[str, float],
+) -> list[dict]:
+  """Samples, scores and builds the records of one chunk of sources.
+
+  Adds the seconds spent sampling (policy and human-reference scoring) and
+  computing rewards to `timing['sample_seconds']` / `timing['reward_seconds']`.
+  """
+  key = jax.random.fold_in(jax.random.key(cfg.seed), chunk)
+  order = sorted(ids, key=lambda i: (len(sources.tokens[i]), i))  # Similar lengths together.
+  records = []
+  for b, start in enumerate(range(0, len(order), cfg.batch_size)):
+    batch_ids = order[start : start + cfg.batch_size]
+    length = _bucket(max(len(sources.tokens[i]) for i in batch_ids) + 1, cfg.input_length)
+    enc = _pad_rows([sources.tokens[i] for i in batch_ids], cfg.batch_size, length, eos=True)
+    tic = time.perf_counter()
+    tokens, log_probs = sampler.sample(enc, jax.random.fold_in(key, b))
+    # The human reference of a source joins D_g (scored by the policy too).
+    refs = {
+      i: np.asarray(vocab.encode(sources.references[i]), np.int32)[: cfg.target_length - 1]
+      for i in batch_ids
+      if _keeps_human(cfg.seed, i, cfg.human_fraction)
+    }
+    human_lp = {}
+    if refs:
+      rows = [refs.get(i, []) for i in batch_ids]
+      scored = sampler.score(enc, _pad_rows(rows, cfg.batch_size, cfg.target_length, eos=True))
+      human_lp = {i: float(scored[row]) for row, i in enumerate(batch_ids) if i in refs}
+    timing['sample_seconds'] += time.perf_counter() - tic
+    for row, i in enumerate(batch_ids):
+      base = {
+        'inputs': sources.tokens[i],
+        'inputs_pretokenized': sources.texts[i],
+        'reference': sources.references[i],
+        'source_id': i,
+        'grow_round': grow_round,
+        'policy_step': policy_step,
+      }
+      for n in range(sampling.num_samples):
+        cand = _strip(tokens[row, n], eos_id=1)
+        records.append(
+          dict(
+            base,
+            targets=cand,
+            targets_pretokenized=vocab.decode(cand.tolist()),
+            log_prob=float(log_probs[row, n]),
+            sample_index=n,
+            is_human=0,
+          )
+        )
+      if i in refs:
+        records.append(
+          dict(
+            base,
+            targets=refs[i],
+            targets_pretokenized=sources.references[i],
+            log_prob=human_lp[i],
+            sample_index=-1,
+            is_human=1,
+          )
+        )
+  tic = time.perf_counter()
+  scores = reward_fn(
+    [r['inputs_pretokenized'] for r in records],
+    [r['targets_pretokenized'] for r in records],
+    [r['reference'] for r in records],
+  )
+  timing['reward_seconds'] += time.perf_counter() - tic
+  if not np.all(np.isfinite(scores.reward)):
+    raise FloatingPointError(f'grow g{grow_round}: non-finite reward in chunk {chunk}.')
+  for r, value, raw in zip(records, scores.reward, scores.raw):
+    r['reward'], r['raw_reward'] = float(value), float(raw)
+  records.sort(key=lambda r: (r['source_id'], r['sample_index']))
+  return records
+
+
+def grow(
+  *,
+  model_dir: str,
+  model_config: network.T5Config,
+  grow_config: GrowConfig,
+  sampling: SamplingConfig = SamplingConfig(),
+  reward: rewards.RewardFn,
+  grow_round: int = 1,
+  policy_checkpoint: str = 'bc/best',
+  mesh_config: partitioning.MeshConfig = partitioning.MeshConfig(),
+  progress: bool = True,
+  dry_run: bool = False,
+) -> dict | None:
+  """Writes Grow round `grow_round` to `MODEL_DIR/grow/g<g>/` and returns its manifest.
+
+  Args:
+    model_dir: run directory.
+    model_config: the policy network (must match the checkpoint).
+    grow_config: sources, batching and storage.
+    sampling: N, temperature, top-k, top-p.
+    reward: the reward source that scores every record.
+    grow_round: g, the round number.
+    policy_checkpoint: checkpoint directory, relative to `MODEL_DIR/checkpoints`
+      (e.g. 'bc/best', 'bc/last') or absolute; its latest step is used.
+    mesh_config: device mesh; the sampler's batch is split over its data axes.
+    progress: show a progress bar.
+    dry_run: print the operative config and return None.
+
+  Returns:
+    The round's manifest (also `round_dir/manifest.json`).
+  """
+  if dry_run:
+    gin_utils.print_operative_config()
+    return None
+  out_dir = round_dir(model_dir, grow_round)
+  try:
+    manifest = grow_io.verify_round(out_dir)
+    logging.info('Grow round %d already finished: %s', grow_round, out_dir)
+    return manifest
+  except grow_io.GrowDataError:
+    pass
+  evaluation.check_vocab_size(model_config, grow_config.task)
+  gin_utils.write_config(model_dir, f'config_grow_g{grow_round}.gin')
+  vocab = tasks.get_vocabulary(grow_config.task)
+  sources = _load_sources(grow_config)
+  num_sources = len(sources.texts)
+  num_shards = -(-num_sources // grow_config.sources_per_shard)
+  done = grow_io.finished_shards(out_dir, num_shards)
+
+  mesh = partitioning.make_mesh(mesh_config)
+  if grow_config.batch_size % partitioning.num_batch_shards(mesh):
+    raise ValueError(
+      f'GrowConfig.batch_size={grow_config.batch_size} must be divisible by the mesh batch '
+      f'shards ({partitioning.num_batch_shards(mesh)}).'
+    )
+  model = models.EncoderDecoderModel(model_config)
+  ckpt_dir = os.path.join(model_dir, 'checkpoints', policy_checkpoint)
+  params, policy_step = evaluation.restore_params(
+    model, mesh, ckpt_dir, None, grow_config.input_length, grow_config.target_length
+  )
+  sampler = _Sampler(model, params, mesh, sampling, grow_config.target_length)
+  shards = dict(done)
+  start, new_records = time.time(), 0
+  timing = {'sample_seconds': 0.0, 'reward_seconds': 0.0}
+  bar = tqdm.tqdm(
+    total=num_shards,
+    initial=len(done),
+    desc=f'grow g{grow_round}',
+    unit='shard',
+    disable=None if progress else True,
+  )
+  for chunk in range(num_shards):
+    if chunk in done:
+      continue
+    ids = range(
+      chunk * grow_config.sources_per_shard,
+      min((chunk + 1) * grow_config.sources_per_shard, num_sources),
+    )
+    records = _grow_chunk(
+      chunk,
+      ids,
+      sources,
+      sampler,
+      vocab,
+      reward,
+      grow_config,
+      sampling,
+      grow_round,
+      int(policy_step),
+      timing,
+    )
+    shards[chunk] = grow_io.write_shard(out_dir, chunk, num_shards, records)
+    new_records += len(records)
+    bar.update(1)
+  bar.close()
+  seconds = time.time() - start
+  cols = grow_io.read_records_from(
+    [os.path.join(out_dir, shards[i]['file']) for i in range(num_shards)],
+    ('reward', 'is_human', 'targets'),
+  )
+  is_human = cols['is_human'].astype(bool)
+  sampled = int((~is_human).sum())
+  sampled_tokens = int(sum(len(t) + 1 for t in cols['targets'][~is_human]))
+  grow_io.write_manifest(
+    out_dir,
+    [shards[i] for i in range(num_shards)],
+    grow_round=grow_round,
+    policy_checkpoint=ckpt_dir,
+    policy_step=int(policy_step),
+    task=str(getattr(grow_config.task, 'name', grow_config.task)),
+    split=grow_config.split,
+    num_sources=num_sources,
+    sampling=dataclasses.asdict(sampling),
+    grow_config={k: v for k, v in dataclasses.asdict(grow_config).items() if k != 'task'},
+    reward_source=getattr(reward, 'name', type(reward).__name__),
+    reward_stats=grow_io.reward_statistics(cols['reward']),
+    reward_stats_samples=grow_io.reward_statistics(cols['reward'][~is_human]),
+    reward_stats_human=grow_io.reward_statistics(cols['reward'][is_human]),
+    timing={
+      'seconds_this_run': seconds,
+      'records_this_run': new_records,
+      **timing,
+      'resumed_shards': len(done),
+    },
+    sampled_sequences=sampled,
+    sampled_tokens=sampled_tokens,
+  )
+  manifest = grow_io.verify_round(out_dir)
+  logging.info('Grow round %d: %d records in %s', grow_round, manifest['num_records'], out_dir)
+  return manifest
+
+
+def inspect(
+  *,
+  round_dir: str,
+  thresholds: Sequence[float] = grow_io.DEFAULT_THRESHOLDS,
+  num_sources: int = 3,
+  dry_run: bool = False,
+) -> dict | None:
+  """`--run_mode=inspect`: prints what a Grow round holds; writes `inspect.json`.
+
+  Args:
+    round_dir: a finished round (`MODEL_DIR/grow/g<g>`); verified first.
+    thresholds: the filter schedule to report kept counts for (`reward > tau`).
+    num_sources: how many sources to show with their best and worst candidates.
+    dry_run: print the operative config and return None.
+
+  Returns:
+    The summary that was printed, as a dict.
+  """
+  if dry_run:
+    gin_utils.print_operative_config()
+    return None
+  manifest = grow_io.verify_round(round_dir)
+  rec = grow_io.read_records(round_dir, verify=False)
+  summary = summarize(manifest, rec, thresholds, num_sources)
+  print(format_summary(summary))
+  evaluation.write_json(os.path.join(round_dir, 'inspect.json'), summary)
+  return summary
+
+
+def summarize(manifest: dict, rec: dict, thresholds: Sequence[float], num_sources: int) -> dict:
+  """Reward statistics, kept counts per threshold and examples of a round."""
+  reward, human = rec['reward'], rec['is_human'].astype(bool)
+  sid = rec['source_id']
+  num_src = len(np.unique(sid))
+  rows = []
+  for tau in thresholds:
+    keep = reward > tau
+    per_source = np.bincount(sid[keep], minlength=sid.max() + 1)[np.unique(sid)]
+    rows.append(
+      {
+        'tau': float(tau),
+        'kept': int(keep.sum()),
+        'kept_fraction': float(keep.mean()),
+        'kept_human': int((keep & human).sum()),
+        'sources_with_any': int((per_source > 0).sum()),
+        'per_source_mean': float(per_source.mean()),
+        'per_source_max': int(per_source.max()),
+      }
+    )
+  distinct = [len(set(rec['targets_pretokenized'][(sid == s) & ~human])) for s in np.unique(sid)]
+  examples = []
+  for s in np.unique(sid)[:num_sources]:
+    idx = np.flatnonzero((sid == s) & ~human)
+    best, worst = idx[np.argmax(reward[idx])], idx[np.argmin(reward[idx])]
+    examples.append(
+      {
+        'source_id': int(s),
+        'source': rec['inputs_pretokenized'][best],
+        'reference': rec['reference'][best],
+        'best': {'text': rec['targets_pretokenized'][best], 'reward': float(reward[best])},
+        'worst': {'text': rec['targets_pretokenized'][worst], 'reward': float(reward[worst])},
+      }
+    )
+  return {
+    'round_dir': manifest.get('round_dir', ''),
+    'grow_round': manifest.get('grow_round'),
+    'policy_step': manifest.get('policy_step'),
+    'reward_source': manifest.get('reward_source'),
+    'sampling': manifest.get('sampling'),
+    'num_records': int(reward.size),
+    'num_sources': num_src,
+    'num_human': int(human.sum()),
+    'distinct_samples_per_source': float(np.mean(distinct)) if distinct else 0.0,
+    'reward_samples': grow_io.reward_statistics(reward[~human], thresholds),
+    'reward_human': grow_io.reward_statistics(reward[human], thresholds),
+    'thresholds': rows,
+    'examples': examples,
+  }
+
+
+def format_summary(s: dict) -> str:
+  """The inspect report as text tables."""
+  lines = [
+    f'Grow round g{s["grow_round"]}: {s["num_records"]} records, {s["num_sources"]} sources, '
+    f'{s["num_human"]} human references; policy step {s["policy_step"]}; '
+    f'reward {s["reward_source"]}; sampling {json.dumps(s["sampling"])}',
+    f'distinct samples per source: {s["distinct_samples_per_source"]:.2f}',
+    '',
+    f'{"":8}{"mean":>7}{"std":>7}{"p10":>7}{"p50":>7}{"p90":>7}{"max":>7}',
+  ]
+  for label, st in (('samples', s['reward_samples']), ('human', s['reward_human'])):
+    if st.get('count'):
+      q = st['quantiles']
+      lines.append(
+        f'{label:8}{st["mean"]:7.3f}{st["std"]:7.3f}{q["0.1"]:7.3f}{q["0.5"]:7.3f}'
+        f'{q["0.9"]:7.3f}{q["1.0"]:7.3f}'
+      )
+  hist = s['reward_samples'].get('histogram')
+  if hist:
+    lines += ['', 'reward histogram (samples)']
+    top = max(hist['counts']) or 1
+    for lo, c in zip(hist['edges'][:-1], hist['counts']):
+      lines.append(f'  {lo:4.2f}-{lo + 0.05:4.2f} {c:7d} ' + '#' * round(40 * c / top))
+  lines += [
+    '',
+    f'{"tau":>6}{"kept":>9}{"kept%":>8}{"human":>8}{"sources":>9}{"per-src":>9}{"max":>5}',
+  ]
+  for r in s['thresholds']:
+    lines.append(
+      f'{r["tau"]:6.2f}{r["kept"]:9d}{100 * r["kept_fraction"]:7.1f}%{r["kept_human"]:8d}'
+      f'{r["sources_with_any"]:9d}{r["per_source_mean"]:9.2f}{r["per_source_max"]:5d}'
+    )
+  for ex in s['examples']:
+    lines += [
+      '',
+      f'source {ex["source_id"]}: {ex["source"]}',
+      f'  reference:          {ex["reference"]}',
+      f'  best  ({ex["best"]["reward"]:.3f}): {ex["best"]["text"]}',
+      f'  worst ({ex["worst"]["reward"]:.3f}): {ex["worst"]["text"]}',
+    ]
+  return '\n'.join(lines)
