@@ -54,6 +54,20 @@ def filter_logits(logits: jax.Array, topk: int = 0, topp: float = 1.0) -> jax.Ar
   return logits
 
 
+def _sample_categorical(rng: jax.Array, logits: jax.Array) -> jax.Array:
+  """One draw per row of `logits` [B, V] by inverting the CDF: [B] int32.
+
+  Needs one uniform number per row where Gumbel-max needs V of them; on CPU,
+  generating B x V random bits costs more than the rest of a small model's step.
+  Tokens with zero probability (filtered out) can never be drawn.
+  """
+  probs = jax.nn.softmax(logits, axis=-1)
+  cdf = jnp.cumsum(probs, axis=-1)  # [B, V]
+  u = jax.random.uniform(rng, (logits.shape[0], 1), minval=jnp.finfo(jnp.float32).tiny)
+  nxt = jnp.sum(cdf < u * cdf[:, -1:], axis=-1)
+  return jnp.minimum(nxt, logits.shape[-1] - 1).astype(jnp.int32)
+
+
 def temperature_sample(
   tokens_to_logits: TokensToLogitsFn,
   cache: Any,
@@ -109,8 +123,7 @@ def temperature_sample(
       nxt = jnp.argmax(choice_logits, axis=-1).astype(jnp.int32)
     else:
       filtered = filter_logits(choice_logits / temperature, topk, topp)
-      step_rng = jax.random.fold_in(rng, step)
-      nxt = jax.random.categorical(step_rng, filtered, axis=-1).astype(jnp.int32)
+      nxt = _sample_categorical(jax.random.fold_in(rng, step), filtered)
     lp = jnp.take_along_axis(model_log_probs, nxt[:, None], axis=-1)[:, 0]
     nxt = jnp.where(ended, pad_id, nxt)
     lp = jnp.where(ended, 0.0, lp)

@@ -101,27 +101,22 @@ class EncoderDecoderModel:
     lp = token_log_probs(logits, batch['decoder_target_tokens'])
     return (lp * batch['decoder_loss_weights'].astype(jnp.float32)).sum(-1)
 
-  def _init_cache(self, encoded, encoder_input_tokens, max_decode_length, params):
-    """Zeroed self-attention caches for B rows and L positions."""
-    rows = encoded.shape[0]
-    dummy = jnp.zeros((rows, max_decode_length), jnp.int32)
-
-    def shapes():
-      _, variables = self.module.apply(
-        {'params': params},
-        encoded,
-        encoder_input_tokens,
-        dummy,
-        decode=True,
-        decode_position=jnp.array(0, jnp.int32),
-        max_decode_length=max_decode_length,
-        mutable=['cache'],
-        method=network.Transformer.decode,
-      )
-      return variables['cache']
-
-    abstract = jax.eval_shape(shapes)
-    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), abstract)
+  def _init_cache(self, params, encoded, encoder_input_tokens, max_decode_length):
+    """The decode cache for B rows: zeroed self-attention K/V buffers [B, L, H, D]
+    and the cross-attention K/V [B, S, H, D], projected once from `encoded`."""
+    start = jnp.full((encoded.shape[0], 1), self.config.pad_id, jnp.int32)
+    _, variables = self.module.apply(
+      {'params': params},
+      encoded,
+      encoder_input_tokens,
+      start,
+      decode=True,
+      decode_position=jnp.array(0, jnp.int32),
+      max_decode_length=max_decode_length,
+      mutable=['cache'],
+      method=network.Transformer.decode,
+    )
+    return variables['cache']
 
   def predict_batch(
     self,
@@ -164,7 +159,7 @@ class EncoderDecoderModel:
     # [B, ...] -> [B * N, ...]; rows of one source are adjacent.
     encoded = jnp.repeat(encoded, num_decodes, axis=0)
     enc_tokens = jnp.repeat(enc_tokens, num_decodes, axis=0)
-    cache = self._init_cache(encoded, enc_tokens, max_decode_length, params)
+    cache = self._init_cache(params, encoded, enc_tokens, max_decode_length)
 
     def tokens_to_logits(token_ids, cache, position):
       logits, variables = self.module.apply(

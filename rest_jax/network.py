@@ -215,10 +215,13 @@ class MultiHeadAttention(nn.Module):
   """Multi-head dot-product attention without logit scaling (T5).
 
   In decode mode the keys/values of self-attention are written into a static
-  cache [B, T, H, D] at `decode_position`, so each step costs O(T).
+  cache [B, T, H, D] at `decode_position`, so each step costs O(T); those of
+  cross-attention (`cross=True`) are projected from the encoder output once,
+  when the cache is created, and reused by every step.
   """
 
   config: T5Config
+  cross: bool = False  # Keys/values come from the encoder output.
 
   @nn.compact
   def __call__(
@@ -229,6 +232,7 @@ class MultiHeadAttention(nn.Module):
     *,
     decode: bool = False,
     decode_position: jax.Array | None = None,
+    max_decode_length: int | None = None,
     enable_dropout: bool = False,
   ) -> jax.Array:
     """Attends `inputs_q` [B, Q, E] to `inputs_kv` [B, K, E].
@@ -237,8 +241,10 @@ class MultiHeadAttention(nn.Module):
       inputs_q: queries' inputs [B, Q, E].
       inputs_kv: keys'/values' inputs [B, K, E].
       bias: additive bias broadcastable to [B, H, Q, K] (mask and positions).
-      decode: use (and update) the self-attention cache; Q must be 1.
+      decode: use (and update) the cache; Q must be 1. The first decode call
+        (with no cache yet) creates it.
       decode_position: int32 scalar, position of the query in decode mode.
+      max_decode_length: length T of the self-attention cache (decode mode).
       enable_dropout: apply dropout to attention weights.
 
     Returns:
@@ -251,20 +257,34 @@ class MultiHeadAttention(nn.Module):
     q = proj(
       kernel_axes=('embed', 'heads', 'kv'), kernel_init_scale=1.0 / cfg.head_dim, name='query'
     )(inputs_q)  # [B, Q, H, D]
-    k = proj(kernel_axes=('embed', 'heads', 'kv'), name='key')(inputs_kv)
-    v = proj(kernel_axes=('embed', 'heads', 'kv'), name='value')(inputs_kv)
     names = ('activation_batch', 'activation_length', 'activation_heads', 'activation_kv')
-    q, k, v = (_constraint(t, names) for t in (q, k, v))
 
-    if decode:
-      is_initialized = self.has_variable('cache', 'cached_key')
-      cached_key = self.variable('cache', 'cached_key', jnp.zeros, k.shape, k.dtype)
-      cached_value = self.variable('cache', 'cached_value', jnp.zeros, v.shape, v.dtype)
-      if is_initialized:
-        start = (0, decode_position, 0, 0)
-        cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, k, start)
-        cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, v, start)
-        k, v = cached_key.value, cached_value.value
+    def project_kv():
+      k = proj(kernel_axes=('embed', 'heads', 'kv'), name='key')(inputs_kv)
+      v = proj(kernel_axes=('embed', 'heads', 'kv'), name='value')(inputs_kv)
+      return _constraint(k, names), _constraint(v, names)
+
+    q = _constraint(q, names)
+    if decode and self.cross:
+      # Project the encoder output once (cache creation); steps reuse it.
+      if self.has_variable('cache', 'cross_key'):
+        k = self.get_variable('cache', 'cross_key')
+        v = self.get_variable('cache', 'cross_value')
+      else:
+        k, v = project_kv()
+        self.put_variable('cache', 'cross_key', k)
+        self.put_variable('cache', 'cross_value', v)
+    elif decode:
+      k, v = project_kv()  # [B, 1, H, D]: the token at decode_position.
+      shape = (k.shape[0], max_decode_length, *k.shape[2:])
+      cached_key = self.variable('cache', 'cached_key', jnp.zeros, shape, k.dtype)
+      cached_value = self.variable('cache', 'cached_value', jnp.zeros, shape, v.dtype)
+      start = (0, decode_position, 0, 0)
+      cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, k, start)
+      cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, v, start)
+      k, v = cached_key.value, cached_value.value
+    else:
+      k, v = project_kv()
 
     logits = jnp.einsum('bqhd,bkhd->bhqk', q, k).astype(jnp.float32)
     if bias is not None:
@@ -346,6 +366,7 @@ class DecoderLayer(nn.Module):
     enable_dropout=False,
     decode=False,
     decode_position=None,
+    max_decode_length=None,
   ):
     """`x` [B, T, E], `encoded` [B, S, E]; returns [B, T, E]."""
     cfg = self.config
@@ -356,12 +377,13 @@ class DecoderLayer(nn.Module):
       self_bias,
       decode=decode,
       decode_position=decode_position,
+      max_decode_length=max_decode_length,
       enable_dropout=enable_dropout,
     )
     x = x + _dropout(cfg, h, enable_dropout)
     h = RMSNorm(cfg, name='pre_cross_attention_layer_norm')(x)
-    h = MultiHeadAttention(cfg, name='encoder_decoder_attention')(
-      h, encoded, cross_bias, enable_dropout=enable_dropout
+    h = MultiHeadAttention(cfg, cross=True, name='encoder_decoder_attention')(
+      h, encoded, cross_bias, decode=decode, enable_dropout=enable_dropout
     )
     x = x + _dropout(cfg, h, enable_dropout)
     h = RMSNorm(cfg, name='pre_mlp_layer_norm')(x)
@@ -488,7 +510,16 @@ class Transformer(nn.Module):
     x = _dropout(cfg, self.token_embedder(decoder_input_tokens), enable_dropout)
     x = _constraint(x, _ACT)
     for layer in self.decoder_layers:
-      x = layer(x, encoded, self_bias, cross_bias, enable_dropout, decode, decode_position)
+      x = layer(
+        x,
+        encoded,
+        self_bias,
+        cross_bias,
+        enable_dropout,
+        decode,
+        decode_position,
+        max_decode_length,
+      )
     x = self.decoder_norm(x)
     x = _dropout(cfg, x, enable_dropout)
     if cfg.logits_via_embedding:

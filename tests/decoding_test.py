@@ -159,3 +159,12 @@ def test_topk_sampling_never_leaves_the_top_k():
     topk=2,
   )
   assert set(np.unique(np.asarray(tokens)).tolist()) <= {2, 3}
+
+
+def test_inverse_cdf_sampling_matches_the_distribution():
+  probs = np.array([0.5, 0.0, 0.3, 0.15, 0.05], np.float32)
+  logits = jnp.log(jnp.tile(jnp.asarray(probs), (20000, 1)))
+  draws = np.asarray(decoding._sample_categorical(jax.random.key(0), logits))
+  freq = np.bincount(draws, minlength=5) / draws.size
+  assert freq[1] == 0.0  # zero-probability tokens are never drawn
+  np.testing.assert_allclose(freq, probs, atol=0.015)
