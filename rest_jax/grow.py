@@ -406,7 +406,11 @@ def grow(
     },
     sampled_sequences=sampled,
     sampled_tokens=sampled_tokens,
+    vocab_path=vocab.sentencepiece_model_file,
+    seqio_task=grow_io.round_task_name(out_dir),
   )
+  # D_g as a seqio task (unfiltered; Improve registers `reward > tau` views).
+  grow_io.register_round_task(out_dir, vocab.sentencepiece_model_file)
   manifest = grow_io.verify_round(out_dir)
   logging.info('Grow round %d: %d records in %s', grow_round, manifest['num_records'], out_dir)
   return manifest

@@ -173,6 +173,7 @@ def test_grow_kill_and_resume_equals_uninterrupted(policy, tmp_path, monkeypatch
   ckpt = os.path.join(source_dir, 'checkpoints', 'bc', 'best')
   full = _run_grow(corpus, cfg, str(tmp_path / 'full'), policy_checkpoint=ckpt)
   assert full['num_shards'] == 3 and full['num_sources'] == 13 and full['policy_step'] == 3
+  assert full['seqio_task'] in seqio.TaskRegistry.names()
   ref = grow_io.read_records(grow.round_dir(str(tmp_path / 'full'), 1))
   keys = _key(ref)
   assert len(keys) == len(set(keys)), 'duplicates'
