@@ -38,6 +38,7 @@ RUN_MODES = {
   'eval': ('rest_jax.evaluation', 'evaluate'),
   'grow': ('rest_jax.grow', 'grow'),
   'inspect': ('rest_jax.grow', 'inspect'),
+  'train_rm': ('rest_jax.reward_training', 'train_rm'),
 }
 
 _RUN_MODE = flags.DEFINE_enum('run_mode', None, sorted(RUN_MODES), 'Which run function to call.')

@@ -15,9 +15,10 @@ followed by a mean over the non-padding positions and a 1-output linear head:
 `RewardModelConfig.output` says how the raw score is read: 'sigmoid' (trained
 against labels in [0, 1]; the reward is `sigmoid(raw)`), or 'linear' (an
 unbounded regression; the reward in [0, 1] is still `sigmoid(raw)`, its
-logistic). Training belongs to the reward-model issue; this module provides the
-network, the tokenization of pairs (`encode_pairs`), initialisation, pure scoring
-(`score`) and the loading of a reward-model checkpoint (`load_params`).
+logistic). This module provides the network, the tokenization of pairs
+(`encode_pairs`), initialisation, pure scoring (`score`), the training losses
+(`regression_loss`, `bradley_terry_loss`, `make_loss_fn`) and the loading of a
+reward-model checkpoint (`load_params`).
 
 Shapes: B batch, L `max_length`, E emb_dim.
 """
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -152,6 +153,195 @@ def score(config: RewardModelConfig, params: Any, tokens: jax.Array) -> tuple[ja
   """
   raw = RewardModel(config).apply({'params': params}, tokens)
   return raw, jax.nn.sigmoid(raw)
+
+
+# Training losses. Both follow the trainer's convention
+# `loss_fn(params, batch, rng) -> (loss, metrics)`, with `rng` None for a
+# deterministic pass, and ignore rows of padding only (what
+# `trainer.zeros_like_batch` appends to fill a batch).
+
+_LOSS_KINDS = ('regression', 'bradley_terry')
+
+
+def _raw_scores(
+  config: RewardModelConfig, params: Any, tokens: jax.Array, rng: jax.Array | None
+) -> jax.Array:
+  """[B] raw scores of [B, L] rows; dropout on when `rng` is given."""
+  return RewardModel(config).apply(
+    {'params': params},
+    tokens,
+    enable_dropout=rng is not None,
+    rngs=None if rng is None else {'dropout': rng},
+  )
+
+
+def _row_weight(config: RewardModelConfig, batch: Any, *keys: str) -> jax.Array:
+  """[B] float32: `batch['weight']` (default 1), zero where any of `keys` is padding only."""
+  pad_id = config.encoder.pad_id
+  weight = jnp.ones(batch[keys[0]].shape[0], jnp.float32)
+  for key in keys:
+    weight = weight * jnp.any(batch[key] != pad_id, axis=-1).astype(jnp.float32)
+  if 'weight' in batch:
+    weight = weight * batch['weight'].astype(jnp.float32)
+  return weight
+
+
+def _weighted_mean(values: jax.Array, weight: jax.Array) -> jax.Array:
+  """sum(weight * values) / sum(weight); 0 when the weights sum to 0."""
+  total = weight.sum()
+  return (weight * values).sum() / jnp.where(total > 0, total, 1.0)
+
+
+def _mse(pred: jax.Array, target: jax.Array, weight: jax.Array | None = None) -> jax.Array:
+  """Weighted mean squared error.
+
+  Args:
+    pred: [B] predictions.
+    target: [B] targets.
+    weight: [B] non-negative row weights; None for all ones.
+
+  Returns:
+    Scalar sum(w * (pred - target)^2) / sum(w); 0 when the weights sum to 0.
+  """
+  pred = jnp.asarray(pred, jnp.float32)
+  weight = jnp.ones_like(pred) if weight is None else jnp.asarray(weight, jnp.float32)
+  return _weighted_mean(jnp.square(pred - jnp.asarray(target, jnp.float32)), weight)
+
+
+def _bt_loss(
+  raw_a: jax.Array, raw_b: jax.Array, pref: jax.Array, weight: jax.Array | None = None
+) -> jax.Array:
+  """Bradley-Terry loss: weighted mean cross-entropy of sigmoid(raw_a - raw_b) against pref.
+
+  Args:
+    raw_a: [B] raw scores of the first candidates.
+    raw_b: [B] raw scores of the second candidates.
+    pref: [B] in [0, 1], the probability that `a` is preferred (1: a, 0: b).
+    weight: [B] non-negative row weights; None for all ones.
+
+  Returns:
+    Scalar mean of -(pref * log s(d) + (1 - pref) * log s(-d)), d = raw_a - raw_b,
+    computed with `log_sigmoid` (finite for any finite d).
+  """
+  diff = jnp.asarray(raw_a, jnp.float32) - jnp.asarray(raw_b, jnp.float32)
+  pref = jnp.asarray(pref, jnp.float32)
+  weight = jnp.ones_like(diff) if weight is None else jnp.asarray(weight, jnp.float32)
+  nll = -(pref * jax.nn.log_sigmoid(diff) + (1.0 - pref) * jax.nn.log_sigmoid(-diff))
+  return _weighted_mean(nll, weight)
+
+
+def _pair_accuracy(
+  raw_a: jax.Array, raw_b: jax.Array, pref: jax.Array, weight: jax.Array | None = None
+) -> jax.Array:
+  """Share of decisive pairs (pref != 0.5) whose higher raw score is the preferred side.
+
+  Args:
+    raw_a: [B] raw scores of the first candidates.
+    raw_b: [B] raw scores of the second candidates.
+    pref: [B] in [0, 1]; > 0.5 prefers a, < 0.5 prefers b, 0.5 is a tie (ignored).
+    weight: [B] non-negative row weights; None for all ones.
+
+  Returns:
+    Scalar weighted accuracy; a pair the model scores equal counts 0.5. 0 when
+    the batch holds no decisive pair.
+  """
+  diff = jnp.asarray(raw_a, jnp.float32) - jnp.asarray(raw_b, jnp.float32)
+  side = jnp.sign(jnp.asarray(pref, jnp.float32) - 0.5)
+  weight = jnp.ones_like(diff) if weight is None else jnp.asarray(weight, jnp.float32)
+  correct = jnp.where(jnp.sign(diff) == side, 1.0, jnp.where(diff == 0, 0.5, 0.0))
+  return _weighted_mean(correct, weight * (side != 0))
+
+
+def regression_loss(
+  config: RewardModelConfig, params: Any, batch: Any, rng: jax.Array | None
+) -> tuple[jax.Array, dict]:
+  """Regression of the reward model's prediction to a normalized score (MSE).
+
+  The prediction is `sigmoid(raw)` for output='sigmoid' and `raw` itself for
+  output='linear'. Rows of padding only get weight 0.
+
+  Args:
+    config: the reward model's config.
+    params: unboxed parameters.
+    batch: 'inputs' [B, L] int32 rows from `encode_pairs`; 'score' [B] float32
+      targets in [0, 1]; optional 'weight' [B] float32 row weights.
+    rng: dropout key, or None for a deterministic pass.
+
+  Returns:
+    loss: scalar weighted MSE.
+    metrics: scalars `loss`, `mse` (equal to loss) and `mean_prediction`
+      (weighted mean of the prediction).
+  """
+  raw = _raw_scores(config, params, batch['inputs'], rng)  # [B]
+  pred = jax.nn.sigmoid(raw) if config.output == 'sigmoid' else raw
+  weight = _row_weight(config, batch, 'inputs')
+  loss = _mse(pred, batch['score'], weight)
+  metrics = {'loss': loss, 'mse': loss, 'mean_prediction': _weighted_mean(pred, weight)}
+  return loss, metrics
+
+
+def bradley_terry_loss(
+  config: RewardModelConfig, params: Any, batch: Any, rng: jax.Array | None
+) -> tuple[jax.Array, dict]:
+  """Pairwise Bradley-Terry loss on preference pairs.
+
+  P(a preferred over b) = sigmoid(raw_a - raw_b); the loss is its binary
+  cross-entropy against 'preference'. Both sides run through the model in one
+  [2B, L] pass (independent dropout masks per row). Rows where either side is
+  padding only get weight 0.
+
+  Args:
+    config: the reward model's config.
+    params: unboxed parameters.
+    batch: 'inputs_a', 'inputs_b' [B, L] int32 rows from `encode_pairs` (the
+      same source with two candidates); 'preference' [B] float32 in [0, 1]
+      (1: a preferred, 0: b preferred, 0.5: a tie); optional 'weight' [B].
+    rng: dropout key, or None for a deterministic pass.
+
+  Returns:
+    loss: scalar weighted mean cross-entropy.
+    metrics: scalars `loss` and `pairwise_accuracy` (share of pairs with
+      preference != 0.5 where the higher raw score is on the preferred side;
+      equal raw scores count 0.5; 0 if the batch has no such pair).
+  """
+  inputs_a, inputs_b = batch['inputs_a'], batch['inputs_b']
+  raw = _raw_scores(config, params, jnp.concatenate([inputs_a, inputs_b], axis=0), rng)
+  raw_a, raw_b = raw[: inputs_a.shape[0]], raw[inputs_a.shape[0] :]
+  weight = _row_weight(config, batch, 'inputs_a', 'inputs_b')
+  pref = batch['preference']
+  loss = _bt_loss(raw_a, raw_b, pref, weight)
+  metrics = {'loss': loss, 'pairwise_accuracy': _pair_accuracy(raw_a, raw_b, pref, weight)}
+  return loss, metrics
+
+
+def make_loss_fn(
+  config: RewardModelConfig, kind: str = 'regression'
+) -> Callable[[Any, Any, jax.Array | None], tuple[jax.Array, dict]]:
+  """The reward model's `loss_fn(params, batch, rng) -> (loss, metrics)` for `trainer.Trainer`.
+
+  Args:
+    config: the reward model's config.
+    kind: 'regression' (`regression_loss`, batches of 'inputs' and 'score') or
+      'bradley_terry' (`bradley_terry_loss`, batches of 'inputs_a', 'inputs_b'
+      and 'preference').
+
+  Returns:
+    A closure over `config`; params are unboxed, `rng` None means no dropout.
+
+  Raises:
+    ValueError: unknown `kind` (names the choices).
+  """
+  if kind == 'regression':
+    loss = regression_loss
+  elif kind == 'bradley_terry':
+    loss = bradley_terry_loss
+  else:
+    raise ValueError(f'Reward-model loss kind={kind!r}: use one of {", ".join(_LOSS_KINDS)}.')
+
+  def loss_fn(params: Any, batch: Any, rng: jax.Array | None) -> tuple[jax.Array, dict]:
+    return loss(config, params, batch, rng)
+
+  return loss_fn
 
 
 def encode_pairs(

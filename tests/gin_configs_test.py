@@ -24,6 +24,11 @@ _REQUIRED = {
     'REWARD = @rewards.SentenceChrF()',
   ],
   'runs/inspect.gin': ["ROUND_DIR = '/tmp/unused/grow/g1'"],
+  'runs/train_rm.gin': [
+    "MODEL_DIR = '/tmp/unused'",
+    'TASK = @tasks.tatoeba_en_de()',
+    'RM_STEPS = 1',
+  ],
 }
 
 
@@ -53,7 +58,7 @@ def test_experiment_headers_list_command_and_required():
     assert text.startswith('#'), f'{name} needs a header comment'
     if not name.startswith('models/'):
       assert 'REQUIRED' in text, f'{name}: header must list the REQUIRED macros'
-    if name.startswith(('bc/', 'grow/')):
+    if name.startswith(('bc/', 'grow/', 'rm/')):
       assert 'python -m rest_jax.main' in text, f'{name}: header must show the command'
 
 

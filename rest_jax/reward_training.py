@@ -1,0 +1,454 @@
+"""`--run_mode=train_rm`: train and evaluate the learned, reference-free reward model.
+
+Read top to bottom:
+
+1. Judgments. The default is synthetic, built from the task's train split:
+   - policy samples from the BC checkpoint, as a Grow round `grow/g0`, each
+     labelled with sentence chrF against the reference;
+   - the references themselves;
+   - corrupted references (dropped, swapped or repeated words, truncation,
+     the copied source, empty output, another sentence), also labelled with chrF.
+
+   Human MQM judgments for English-German (WMT TED, read from
+   `../shared/data/wmt-mqm/`) can be mixed in. Their documents are split so
+   that held-out documents are never trained on.
+2. Training. The same jitted, sharded train step as the policy
+   (`trainer.Trainer`), with a regression or Bradley-Terry loss. It keeps Orbax
+   checkpoints `checkpoints/rm/{last,best}`, resumes, and writes TensorBoard
+   summaries and a progress bar.
+3. Evaluation. Segment-level Kendall tau and Pearson, and pairwise accuracy
+   within a source, on held-out synthetic judgments and held-out MQM documents.
+   Two baselines are measured beside them in the same run: candidate length,
+   and sentence chrF against the reference. The reward-hacking probes give the
+   score change under repetition, permutation, truncation, the copied source
+   and empty output. Everything goes to `MODEL_DIR/eval/reward_model.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+import sentencepiece as spm
+import tqdm
+from absl import logging
+
+from rest_jax import (
+  checkpoints,
+  evaluation,
+  gin_utils,
+  grow,
+  judgments,
+  network,
+  optimizers,
+  partitioning,
+  reward_model,
+  rewards,
+  rm_metrics,
+  summaries,
+  tasks,
+  trainer,
+)
+from rest_jax import train_state as train_state_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class JudgmentsConfig:
+  """Where the reward model's training and evaluation judgments come from."""
+
+  task: Any  # Corpus (seqio task name or ParallelCorpus) of (source, reference) pairs.
+  num_train_sources: int = 2000  # Train-split sources used for synthetic judgments.
+  num_eval_sources: int = 300  # Validation-split sources for held-out synthetic judgments.
+  policy_samples_per_source: int = 2  # BC samples per source (0 = none), labelled with chrF.
+  corruptions_per_pair: int = 3  # Corrupted references per (source, reference) pair.
+  policy_checkpoint: str = 'bc/best'  # Under MODEL_DIR/checkpoints, or absolute.
+  use_mqm: bool = True  # Mix in WMT MQM en-de judgments (if the data is present).
+  mqm_path: str | None = None  # Default: judgments.load_mqm_ende's default location.
+  mqm_eval_fraction: float = 0.3  # Share of MQM documents held out for evaluation.
+  mqm_rate_multiplier: float = 1.0  # MQM's mixing rate relative to its size.
+  seed: int = 0  # Corruption and split seed.
+
+
+def _pairs(task: Any, split: str, limit: int) -> list[tuple[str, str]]:
+  corpus = task if isinstance(task, tasks.ParallelCorpus) else None
+  if corpus is None:
+    raise tasks.DataError('JudgmentsConfig.task must be a tasks.ParallelCorpus (e.g. Tatoeba).')
+  return corpus.splits()[split][:limit]
+
+
+def _policy_judgments(
+  model_dir: str, policy_config: network.T5Config, cfg: JudgmentsConfig, lengths: int
+) -> list[judgments.Judgment]:
+  """BC samples as a Grow round g0, labelled with sentence chrF."""
+  if cfg.policy_samples_per_source <= 0:
+    return []
+  grow_cfg = grow.GrowConfig(
+    task=cfg.task,
+    max_sources=cfg.num_train_sources,
+    sources_per_shard=500,
+    batch_size=32,
+    input_length=lengths,
+    target_length=lengths,
+    human_fraction=0.0,
+    seed=cfg.seed,
+  )
+  grow.grow(
+    model_dir=model_dir,
+    model_config=policy_config,
+    grow_config=grow_cfg,
+    sampling=grow.SamplingConfig(num_samples=cfg.policy_samples_per_source, temperature=1.0),
+    reward=rewards.SentenceChrF(),
+    grow_round=0,
+    policy_checkpoint=cfg.policy_checkpoint,
+  )
+  from rest_jax import grow_io  # Data layer.
+
+  rec = grow_io.read_records(grow.round_dir(model_dir, 0))
+  return [
+    judgments.Judgment(
+      source=s,
+      candidate=c,
+      score=float(r),
+      raw_score=float(raw),
+      reference=ref,
+      doc=f'src{sid}',
+      origin='synthetic:policy',
+    )
+    for s, c, r, raw, ref, sid in zip(
+      rec['inputs_pretokenized'],
+      rec['targets_pretokenized'],
+      rec['reward'],
+      rec['raw_reward'],
+      rec['reference'],
+      rec['source_id'],
+    )
+  ]
+
+
+def _synthetic(cfg: JudgmentsConfig, split: str, limit: int) -> list[judgments.Judgment]:
+  """References and corrupted references of a split, labelled with chrF."""
+  js = judgments.synthetic_judgments(
+    _pairs(cfg.task, split, limit), corruptions_per_pair=cfg.corruptions_per_pair, seed=cfg.seed
+  )
+  # Group by source so pairwise accuracy compares candidates of one source.
+  return [dataclasses.replace(j, doc=j.doc or f'{split}:{j.source}') for j in js]
+
+
+def _mqm(cfg: JudgmentsConfig) -> tuple[list[judgments.Judgment], list[judgments.Judgment]]:
+  if not cfg.use_mqm:
+    return [], []
+  try:
+    mqm = judgments.load_mqm_ende(cfg.mqm_path)
+  except tasks.DataError as e:
+    logging.warning('No MQM judgments: %s', e)
+    return [], []
+  return judgments.split_by_document(mqm, eval_fraction=cfg.mqm_eval_fraction, seed=cfg.seed)
+
+
+def _encode(sp, js: Sequence[judgments.Judgment], max_length: int) -> dict[str, np.ndarray]:
+  return {
+    'inputs': reward_model.encode_pairs(
+      sp, [j.source for j in js], [j.candidate for j in js], max_length
+    ),
+    'score': np.asarray([j.score for j in js], np.float32),
+  }
+
+
+def _bt_pairs(data: dict[str, np.ndarray], groups: Sequence[str], rng: np.random.RandomState):
+  """Preference pairs within each group (source) whose scores differ."""
+  by_group: dict[str, list[int]] = {}
+  for i, g in enumerate(groups):
+    by_group.setdefault(g, []).append(i)
+  a, b = [], []
+  for idx in by_group.values():
+    for i in idx:
+      for j in idx:
+        if i < j and data['score'][i] != data['score'][j]:
+          a.append(i)
+          b.append(j)
+  if not a:
+    raise ValueError(
+      'Bradley-Terry loss: no pairs of judgments of one source with different scores.'
+    )
+  a, b = np.asarray(a), np.asarray(b)
+  perm = rng.permutation(len(a))
+  a, b = a[perm], b[perm]
+  return {
+    'inputs_a': data['inputs'][a],
+    'inputs_b': data['inputs'][b],
+    'preference': (data['score'][a] > data['score'][b]).astype(np.float32),
+  }
+
+
+def _batch_at(data: dict[str, np.ndarray], step: int, batch_size: int, seed: int) -> dict:
+  """The batch of `step`: epoch-wise permutations seeded by (seed, epoch): resumable."""
+  n = len(next(iter(data.values())))
+  per_epoch = max(n // batch_size, 1)
+  epoch, offset = divmod(step, per_epoch)
+  perm = np.random.RandomState([seed, epoch]).permutation(n)
+  idx = perm[offset * batch_size : (offset + 1) * batch_size]
+  if len(idx) < batch_size:  # Tiny data: wrap around.
+    idx = np.resize(perm, batch_size)
+  return {k: v[idx] for k, v in data.items()}
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _predict(config, params, tokens):
+  return reward_model.score(config, params, tokens)[1]
+
+
+def predict(config, params, inputs: np.ndarray, mesh, batch_size: int) -> np.ndarray:
+  """Rewards in [0, 1] for encoded pairs `inputs` [N, L] (padded batches)."""
+  out = []
+  with partitioning.axis_rules(mesh):
+    for start in range(0, len(inputs), batch_size):
+      chunk = inputs[start : start + batch_size]
+      padded = trainer.zeros_like_batch({'inputs': chunk}, batch_size)
+      batch = partitioning.shard_batch(padded, mesh)
+      out.append(np.asarray(_predict(config, params, batch['inputs']))[: len(chunk)])
+  return np.concatenate(out) if out else np.zeros((0,), np.float32)
+
+
+def _evaluate(config, params, mesh, sp, eval_sets, probe_pairs, batch_size) -> dict:
+  """Metrics of the model and of the two baselines on each held-out set, and probes."""
+  result: dict[str, Any] = {'sets': {}}
+  for name, js in eval_sets.items():
+    if not js:
+      continue
+    data = _encode(sp, js, config.max_length)
+    gold, groups = data['score'], [j.doc for j in js]
+    pred = predict(config, params, data['inputs'], mesh, batch_size)
+    cands, refs = [j.candidate for j in js], [j.reference for j in js]
+    result['sets'][name] = {
+      'model': rm_metrics.summarize(pred, gold, groups),
+      'baselines': {
+        'length': rm_metrics.summarize(rm_metrics.length_baseline(cands), gold, groups),
+        'chrf': rm_metrics.summarize(rm_metrics.chrf_baseline(cands, refs), gold, groups),
+      },
+    }
+  sources, references = zip(*probe_pairs) if probe_pairs else ((), ())
+
+  def score_fn(srcs, cands):
+    inputs = reward_model.encode_pairs(sp, list(srcs), list(cands), config.max_length)
+    return predict(config, params, inputs, mesh, batch_size)
+
+  result['probes'] = rm_metrics.probe_deltas(
+    score_fn, list(sources), list(references), judgments.probe, judgments.PROBES
+  )
+  # Headline figures (first set) in the keys the report reads.
+  first = next(iter(result['sets'].values()))
+  result.update(
+    kendall_tau=first['model']['kendall_tau'],
+    pearson=first['model']['pearson'],
+    pairwise_accuracy=first['model']['pairwise_accuracy'],
+    baselines=first['baselines'],
+  )
+  return result
+
+
+def train_rm(
+  *,
+  model_dir: str,
+  rm_config: reward_model.RewardModelConfig,
+  policy_config: network.T5Config,
+  judgments_config: JudgmentsConfig,
+  optimizer: optimizers.OptimizerConfig,
+  num_train_steps: int,
+  batch_size: int = 64,
+  loss: str = 'regression',
+  log_period: int = 50,
+  eval_batch_size: int = 256,
+  mesh_config: partitioning.MeshConfig = partitioning.MeshConfig(),
+  seed: int = 0,
+  progress: bool = True,
+  dry_run: bool = False,
+) -> dict | None:
+  """Trains the reward model and writes `MODEL_DIR/eval/reward_model.json`.
+
+  Args:
+    model_dir: run directory (holds the BC checkpoint the synthetic samples use).
+    rm_config: the reward-model network and its input length.
+    policy_config: the BC policy's network (to sample synthetic candidates).
+    judgments_config: which judgments to train and evaluate on.
+    optimizer: AdamW and schedule.
+    num_train_steps: optimizer steps.
+    batch_size: judgments (or preference pairs) per step.
+    loss: 'regression' (to the normalized score) or 'bradley_terry' (pairs).
+    log_period: steps between logged train metrics.
+    eval_batch_size: rows per scoring batch in evaluation.
+    mesh_config: device mesh.
+    seed: init and data-order seed.
+    progress: progress bars.
+    dry_run: print the operative config and return None.
+
+  Returns:
+    The evaluation dict written to `eval/reward_model.json`.
+  """
+  if dry_run:
+    gin_utils.print_operative_config()
+    return None
+  gin_utils.write_config(model_dir, 'config_rm.gin')
+  cfg = judgments_config
+  vocab_path = tasks.get_vocabulary(cfg.task).sentencepiece_model_file
+  sp = spm.SentencePieceProcessor(model_file=vocab_path)
+  if rm_config.encoder.vocab_size < sp.vocab_size():
+    raise tasks.DataError(
+      f'Reward model vocab_size={rm_config.encoder.vocab_size} < {sp.vocab_size()} pieces of '
+      f'{vocab_path}; set --gin.VOCAB_SIZE={sp.vocab_size()}.'
+    )
+  tic = time.time()
+  synth_train = _synthetic(cfg, 'train', cfg.num_train_sources)
+  synth_train += _policy_judgments(model_dir, policy_config, cfg, lengths=32)
+  mqm_train, mqm_eval = _mqm(cfg)
+  eval_sets = {
+    'synthetic_validation': _synthetic(cfg, 'validation', cfg.num_eval_sources),
+    # MT outputs only, as in the WMT metrics task (reference rows have no reference).
+    'mqm_ende_heldout_docs': [j for j in mqm_eval if j.reference],
+  }
+  train_js = synth_train + mqm_train
+  mixture = _register_judgments(
+    cfg, vocab_path, rm_config.max_length, synth_train, mqm_train, eval_sets
+  )
+  logging.info('RM data: %d train judgments in %.1fs', len(train_js), time.time() - tic)
+
+  mesh = partitioning.make_mesh(mesh_config)
+  tx = optimizers.make(optimizer, num_train_steps)
+  state, shardings = train_state_lib.create_sharded(
+    lambda r: reward_model.init_params(rm_config, r)['params'], tx, jax.random.key(seed), mesh
+  )
+  root = os.path.join(model_dir, 'checkpoints', 'rm')
+  last = checkpoints.Checkpointer(os.path.join(root, 'last'), max_to_keep=1)
+  if last.latest_step() is not None:
+    state = last.restore(train_state_lib.abstract_state(state, shardings))
+  if loss == 'bradley_terry':  # Preference pairs within a source, built in memory.
+    pairs = _bt_pairs(
+      _encode(sp, train_js, rm_config.max_length),
+      [j.doc or j.source for j in train_js],
+      np.random.RandomState(seed),
+    )
+    next_batch = functools.partial(_batch_at, pairs, batch_size=batch_size, seed=seed)
+  else:  # Regression: the seqio mixture of the judgment tasks.
+    stream = judgments.get_batches(
+      mixture,
+      'train',
+      batch_size=batch_size,
+      max_length=rm_config.max_length,
+      shuffle=True,
+      seed=seed,
+      repeat=True,
+    )
+    for _ in range(int(state.step)):  # Exact resume: replay the data order.
+      next(stream)
+
+    def next_batch(step):
+      del step
+      b = next(stream)
+      return {'inputs': b['inputs'], 'score': b['score']}
+
+  steps = trainer.Trainer(
+    loss_fn=reward_model.make_loss_fn(rm_config, loss), tx=tx, mesh=mesh, state_shardings=shardings
+  )
+  writer = summaries.Writer(os.path.join(model_dir, 'summaries', 'rm'))
+  rng, window = jax.random.key(seed + 1), []
+  bar = tqdm.tqdm(
+    total=num_train_steps,
+    initial=int(state.step),
+    desc='train_rm',
+    disable=None if progress else True,
+  )
+  for step in range(int(state.step), num_train_steps):
+    batch = partitioning.shard_batch(next_batch(step), mesh)
+    state, m = steps.train_step(state, batch, rng)
+    window.append(m)
+    bar.update(1)
+    if (step + 1) % log_period == 0 or step + 1 == num_train_steps:
+      means = trainer.mean_metrics(trainer.to_host(window))
+      trainer.check_finite(means, step=step + 1, phase='rm')
+      writer.scalars('train', step + 1, means)
+      bar.set_postfix(loss=f'{means["loss"]:.4f}')
+      if bar.disable:
+        print(f'[rm] step {step + 1}/{num_train_steps} loss {means["loss"]:.4f}', flush=True)
+      window = []
+  bar.close()
+  last.save(int(state.step), state)
+  result = _evaluate(
+    rm_config,
+    state.params,
+    mesh,
+    sp,
+    eval_sets,
+    _pairs(cfg.task, 'validation', cfg.num_eval_sources),
+    eval_batch_size,
+  )
+  result.update(
+    step=int(state.step),
+    loss=loss,
+    num_train_judgments=len(train_js),
+    num_mqm_train=len(mqm_train),
+    num_eval={k: len(v) for k, v in eval_sets.items()},
+    checkpoint=os.path.join(root, 'last'),
+  )
+  for name, s in result['sets'].items():
+    writer.scalars(
+      f'eval_{name}', int(state.step), {k: v for k, v in s['model'].items() if np.isfinite(v)}
+    )
+  writer.close()
+  result = _no_nan(result)
+  evaluation.write_json(os.path.join(model_dir, 'eval', 'reward_model.json'), result)
+  _print_table(result)
+  return result
+
+
+def _register_judgments(cfg, vocab_path, max_length, synth_train, mqm_train, eval_sets) -> str:
+  """The judgments as seqio tasks and their mixture (rates proportional to size)."""
+  names = [
+    judgments.register_judgments_task(
+      'rm_synthetic',
+      {'train': synth_train, 'validation': eval_sets['synthetic_validation']},
+      vocab_path,
+      max_length,
+    )
+  ]
+  rates = [float(len(synth_train))]
+  if mqm_train:
+    names.append(
+      judgments.register_judgments_task(
+        'rm_mqm_ende',
+        {'train': mqm_train, 'validation': eval_sets['mqm_ende_heldout_docs']},
+        vocab_path,
+        max_length,
+      )
+    )
+    rates.append(len(mqm_train) * cfg.mqm_rate_multiplier)
+  return judgments.register_judgments_mixture('rm_judgments', names, rates)
+
+
+def _no_nan(obj: Any) -> Any:
+  """NaN (e.g. pairwise accuracy with no pairs) becomes None, so the JSON is strict."""
+  if isinstance(obj, dict):
+    return {k: _no_nan(v) for k, v in obj.items()}
+  if isinstance(obj, list | tuple):
+    return [_no_nan(v) for v in obj]
+  if isinstance(obj, float) and not np.isfinite(obj):
+    return None
+  return obj
+
+
+def _print_table(result: dict) -> None:
+  print(f'{"set":26}{"scorer":8}{"tau":>8}{"pearson":>9}{"pairwise":>10}{"n":>7}')
+  for name, s in result['sets'].items():
+    for scorer, m in [('model', s['model']), *s['baselines'].items()]:
+      print(
+        f'{name:26}{scorer:8}{m["kendall_tau"]:8.3f}{m["pearson"]:9.3f}'
+        f'{m["pairwise_accuracy"]:10.3f}{m["n"]:7d}'
+      )
+  for kind, p in result['probes'].items():
+    print(
+      f'probe {kind:12} mean delta {p["mean_delta"]:+.3f}  increased {p["fraction_increased"]:.2f}'
+    )
