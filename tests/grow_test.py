@@ -3,14 +3,12 @@
 import json
 import os
 
-import jax
 import numpy as np
 import pytest
 import seqio
 import test_utils
 
-from rest_jax import checkpoints, grow, grow_io, models, optimizers, partitioning, rewards, tasks
-from rest_jax import train_state as train_state_lib
+from rest_jax import grow, grow_io, partitioning, rewards, tasks
 
 N = 3  # Samples per source.
 
@@ -129,14 +127,8 @@ def policy(tmp_path_factory):
     name='grow_test_corpus', train_path=tsv, vocab_path=vocab, num_validation=10, num_test=10
   )
   cfg = test_utils.tiny_config(vocab_size=128)
-  model = models.EncoderDecoderModel(cfg)
-  tx = optimizers.make(optimizers.OptimizerConfig(), 10)
-  mesh = partitioning.make_mesh(partitioning.MeshConfig(num_devices=1))
-  state, _ = train_state_lib.create_sharded(
-    lambda r: model.init(r, 16, 16)['params'], tx, jax.random.key(0), mesh
-  )
   source_dir = str(root / 'policy')
-  checkpoints.Checkpointer(os.path.join(source_dir, 'checkpoints', 'bc', 'best')).save(3, state)
+  test_utils.save_random_policy(source_dir, cfg, step=3)
   return corpus, cfg, source_dir
 
 

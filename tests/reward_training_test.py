@@ -9,7 +9,6 @@ import test_utils
 
 from rest_jax import (
   checkpoints,
-  models,
   optimizers,
   partitioning,
   reward_model,
@@ -65,14 +64,8 @@ def test_train_rm_end_to_end_tiny(tmp_path):
     name='rm_test_corpus', train_path=tsv, vocab_path=vocab, num_validation=20, num_test=10
   )
   policy_cfg = test_utils.tiny_config(vocab_size=128)
-  model = models.EncoderDecoderModel(policy_cfg)
-  tx = optimizers.make(optimizers.OptimizerConfig(), 10)
-  mesh = partitioning.make_mesh(partitioning.MeshConfig(num_devices=1))
-  state, _ = train_state_lib.create_sharded(
-    lambda r: model.init(r, 16, 16)['params'], tx, jax.random.key(0), mesh
-  )
   model_dir = str(tmp_path / 'run')
-  checkpoints.Checkpointer(os.path.join(model_dir, 'checkpoints', 'bc', 'best')).save(1, state)
+  test_utils.save_random_policy(model_dir, policy_cfg, step=1)
   result = reward_training.train_rm(
     model_dir=model_dir,
     rm_config=_rm_config(),

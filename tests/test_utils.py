@@ -104,3 +104,19 @@ def write_tiny_corpus(root: str, num_pairs: int = 300) -> tuple[str, str]:
     [x for p in pairs for x in p], os.path.join(root, 'v.model'), 100
   )
   return tsv, vocab
+
+
+def save_random_policy(model_dir: str, config: network.T5Config, step: int) -> None:
+  """Saves a randomly initialised policy TrainState as `model_dir/checkpoints/bc/best`."""
+  import jax
+
+  from rest_jax import checkpoints, optimizers, partitioning
+  from rest_jax import train_state as train_state_lib
+
+  model = models.EncoderDecoderModel(config)
+  tx = optimizers.make(optimizers.OptimizerConfig(), 10)
+  mesh = partitioning.make_mesh(partitioning.MeshConfig(num_devices=1))
+  state, _ = train_state_lib.create_sharded(
+    lambda r: model.init(r, 16, 16)['params'], tx, jax.random.key(0), mesh
+  )
+  checkpoints.Checkpointer(os.path.join(model_dir, 'checkpoints', 'bc', 'best')).save(step, state)
