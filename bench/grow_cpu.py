@@ -12,26 +12,19 @@ sampling, the reward (chrF) scoring rate, and the whole round's wall time.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import tempfile
 import time
 
 import jax
+from policy_speed import SIZES  # bench/ is on sys.path when this script runs.
 
 from rest_jax import grow, network, partitioning, rewards, tasks
 
-# The mini model of gin/models/mini.gin.
-MINI = network.T5Config(
-  vocab_size=tasks.TATOEBA_VOCAB_SIZE,
-  emb_dim=128,
-  num_heads=4,
-  head_dim=32,
-  mlp_dim=512,
-  num_encoder_layers=2,
-  num_decoder_layers=2,
-  logits_via_embedding=True,
-)
+# The mini model of gin/models/mini.gin (shapes shared with policy_speed.py).
+MINI = dataclasses.replace(network.T5Config(vocab_size=tasks.TATOEBA_VOCAB_SIZE), **SIZES['mini'])
 
 
 def main() -> None:

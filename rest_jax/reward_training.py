@@ -44,6 +44,7 @@ from rest_jax import (
   evaluation,
   gin_utils,
   grow,
+  grow_io,
   judgments,
   network,
   optimizers,
@@ -107,8 +108,6 @@ def _policy_judgments(
     grow_round=0,
     policy_checkpoint=cfg.policy_checkpoint,
   )
-  from rest_jax import grow_io  # Data layer.
-
   rec = grow_io.read_records(grow.round_dir(model_dir, 0))
   return [
     judgments.Judgment(
