@@ -285,44 +285,94 @@ def read_records_from(paths: Sequence[str], keys: Sequence[str] | None = None) -
   return out
 
 
+KEY_STRIDE = 1 << 20  # Record key = source_id * KEY_STRIDE + sample_index + 1 (human: + 0).
+
+
+def record_keys(source_ids, sample_indices) -> np.ndarray:
+  """Unique int64 key of each record of a round, [M] from [M] and [M].
+
+  A round holds at most one record per (source_id, sample_index), the human
+  reference having sample_index -1, so the key names a record whatever the
+  shard order. It lets a filter computed in numpy (any `filtering` schedule)
+  select the same records in the seqio task.
+  """
+  sample_indices = np.asarray(sample_indices, np.int64)
+  if sample_indices.size and (sample_indices.min() < -1 or sample_indices.max() >= KEY_STRIDE - 1):
+    raise ValueError(f'sample_index must be in [-1, {KEY_STRIDE - 1}).')
+  return np.asarray(source_ids, np.int64) * KEY_STRIDE + sample_indices + 1
+
+
 def filter_by_reward(dataset: tf.data.Dataset, tau: float) -> tf.data.Dataset:
   """seqio preprocessor: keeps records with `reward > tau` (the paper's F)."""
   return dataset.filter(lambda ex: ex['reward'] > tau)
 
 
-def round_task_name(round_dir: str, tau: float | None = None) -> str:
-  """A stable seqio task name for a round (and threshold)."""
+def filter_by_keys(dataset: tf.data.Dataset, keys: np.ndarray) -> tf.data.Dataset:
+  """seqio preprocessor: keeps the records whose `record_keys` are in `keys`."""
+  table = tf.lookup.StaticHashTable(
+    tf.lookup.KeyValueTensorInitializer(
+      tf.constant(np.asarray(keys, np.int64)), tf.ones(len(keys), tf.int64)
+    ),
+    default_value=0,
+  )
+
+  def keep(ex):
+    key = ex['source_id'] * KEY_STRIDE + ex['sample_index'] + 1
+    return table.lookup(key) > 0
+
+  return dataset.filter(keep)
+
+
+def round_task_name(round_dir: str, tau: float | None = None, tag: str | None = None) -> str:
+  """A stable seqio task name for a round (and threshold, or a named filter)."""
   digest = hashlib.sha1(os.path.abspath(round_dir).encode()).hexdigest()[:8]
   base = os.path.basename(os.path.normpath(round_dir))
   name = f'rest_grow_{digest}_{base}'
-  return name if tau is None else f'{name}_tau{tau:g}'
+  if tau is not None:
+    name += f'_tau{tau:g}'
+  return name if tag is None else f'{name}_{tag}'
 
 
-def register_round_task(round_dir: str, vocab_path: str, tau: float | None = None) -> str:
+def register_round_task(
+  round_dir: str,
+  vocab_path: str,
+  tau: float | None = None,
+  keep_keys: np.ndarray | None = None,
+  tag: str | None = None,
+) -> str:
   """Registers (or re-registers) a verified round as a seqio task.
 
   The task has one split, 'train', reading every shard; its preprocessors keep
-  `reward > tau` (when tau is given) and append EOS to the token ids. Every
-  schema feature passes through, so `reward`, `log_prob`, `source_id`, ...
-  reach the Improve step.
+  `reward > tau` (when tau is given) and the records named by `keep_keys`
+  (when given), then append EOS to the token ids. Every schema feature passes
+  through, so `reward`, `log_prob`, `source_id`, ... reach the Improve step.
 
   Args:
     round_dir: a finished round (its manifest is verified first).
     vocab_path: the SentencePiece model the tokens come from.
     tau: filter threshold on the normalized reward; None keeps everything.
+    keep_keys: optional [K] int64 `record_keys` of the records to keep (a
+      per-source or top-k filter, which no single tau expresses).
+    tag: optional suffix of the task name (e.g. 'i2'); required with
+      `keep_keys`, so two filters of one round get two tasks.
 
   Returns:
-    The task name (`round_task_name(round_dir, tau)`).
+    The task name (`round_task_name(round_dir, tau, tag)`).
 
   Raises:
     GrowDataError: the round is missing or does not match its manifest.
+    ValueError: `keep_keys` without a `tag`.
   """
+  if keep_keys is not None and tag is None:
+    raise ValueError('register_round_task: keep_keys needs a tag to name the task.')
   manifest = verify_round(round_dir)
-  name = round_task_name(round_dir, tau)
+  name = round_task_name(round_dir, tau, tag)
   vocab = seqio.SentencePieceVocabulary(vocab_path)
   preprocessors = [_parse_source_features]
   if tau is not None:
     preprocessors.append(functools.partial(filter_by_reward, tau=float(tau)))
+  if keep_keys is not None:
+    preprocessors.append(functools.partial(filter_by_keys, keys=np.asarray(keep_keys, np.int64)))
   preprocessors.append(seqio.preprocessors.append_eos_after_trim)
   if name in seqio.TaskRegistry.names():
     seqio.TaskRegistry.remove(name)

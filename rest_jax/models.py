@@ -20,7 +20,7 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 
-from rest_jax import decoding, network
+from rest_jax import decoding, losses, network
 
 Batch = Mapping[str, jax.Array]
 
@@ -190,3 +190,63 @@ class EncoderDecoderModel:
     )
     shape = (batch_size, num_decodes, max_decode_length)
     return tokens.reshape(shape), log_probs.reshape(shape)
+
+
+class ValueModel:
+  """A token-level value network V(s_t) (`network.ValueNetwork`), for BVMPO and OAC.
+
+  Trained by BVE (`losses.bve_value_loss`) on Monte-Carlo returns of the
+  sequence reward `batch['reward']` [B]; one sequence per row (no packing).
+  """
+
+  def __init__(self, config: network.T5Config, discount: float = 1.0):
+    self.config = config
+    self.discount = discount
+    self.module = network.ValueNetwork(config)
+
+  def __eq__(self, other) -> bool:
+    return (
+      type(other) is type(self) and other.config == self.config and other.discount == self.discount
+    )
+
+  def __hash__(self) -> int:
+    return hash((type(self), self.config, self.discount))
+
+  def init(self, rng: jax.Array, input_length: int, target_length: int) -> dict:
+    """Returns boxed variables {'params': {'body': ..., 'value_head': ...}}."""
+    enc = jnp.ones((1, input_length), jnp.int32)
+    dec = jnp.ones((1, target_length), jnp.int32)
+    return self.module.init(rng, enc, dec, dec, enable_dropout=False)
+
+  def values(self, params, batch: Batch, rng: jax.Array | None = None) -> jax.Array:
+    """V(s_t) [B, T] float32 at each target position (dropout when `rng` is given)."""
+    rngs = {'dropout': rng} if rng is not None else None
+    return self.module.apply(
+      {'params': params},
+      batch['encoder_input_tokens'],
+      batch['decoder_input_tokens'],
+      batch['decoder_target_tokens'],
+      enable_dropout=rng is not None,
+      rngs=rngs,
+    )
+
+  def loss_fn(self, params, batch: Batch, rng: jax.Array | None) -> tuple[jax.Array, dict]:
+    """BVE: token-mean squared error of V(s_t) to the discounted return of `reward`."""
+    weights = batch['decoder_loss_weights'].astype(jnp.float32)
+    values = self.values(params, batch, rng)
+    returns = losses.monte_carlo_returns(batch['reward'], weights, self.discount)
+    return losses.bve_value_loss(values, weights, returns)
+
+
+def value_params_from_policy(policy_params: Mapping, value_params: Mapping) -> dict:
+  """Value-network params whose body is the policy's (its output layer dropped).
+
+  Args:
+    policy_params: unboxed `network.Transformer` params.
+    value_params: unboxed `network.ValueNetwork` params (supplies the head).
+
+  Returns:
+    {'body': policy params without 'logits_dense', 'value_head': value_params' head}.
+  """
+  body = {k: v for k, v in policy_params.items() if k in value_params['body']}
+  return {'body': body, 'value_head': value_params['value_head']}

@@ -462,8 +462,9 @@ class Transformer(nn.Module):
     max_decode_length: int | None = None,
     encoder_segment_ids: jax.Array | None = None,
     decoder_segment_ids: jax.Array | None = None,
+    return_hidden: bool = False,
   ) -> jax.Array:
-    """Decoder logits [B, T, V] (float32).
+    """Decoder logits [B, T, V] (float32), or its final hidden states [B, T, E].
 
     Args:
       encoded: encoder output [B, S, E].
@@ -478,9 +479,11 @@ class Transformer(nn.Module):
       max_decode_length: cache length (key length) in decode mode.
       encoder_segment_ids: [B, S] segment ids of packed inputs (training).
       decoder_segment_ids: [B, T] segment ids of packed targets (training).
+      return_hidden: return the normalized hidden states [B, T, E] (the input
+        of the output layer) instead of the logits, e.g. for a value head.
 
     Returns:
-      Logits [B, T, V] in float32.
+      Logits [B, T, V] in float32 (hidden states [B, T, E] with `return_hidden`).
     """
     cfg = self.config
     enc_valid = encoder_input_tokens != cfg.pad_id  # [B, S]
@@ -522,6 +525,8 @@ class Transformer(nn.Module):
       )
     x = self.decoder_norm(x)
     x = _dropout(cfg, x, enable_dropout)
+    if return_hidden:
+      return x
     if cfg.logits_via_embedding:
       logits = self.token_embedder.attend(x) / jnp.sqrt(cfg.emb_dim).astype(x.dtype)
     else:
@@ -553,3 +558,40 @@ class Transformer(nn.Module):
       encoder_segment_ids=encoder_segment_ids,
       decoder_segment_ids=decoder_segment_ids,
     )
+
+
+class ValueNetwork(nn.Module):
+  """A token-level value function V(s_t): the T5 body and a scalar head.
+
+  The body is a `Transformer` (its output layer is never called, so it has no
+  parameters); the head maps the decoder's final hidden state at position t,
+  which has seen the source and y_{<t}, to V(s_t). The paper's value nets are
+  separate encoder-decoders [PAPER §2 "Value nets"]; Improve initializes the
+  body from the policy. Parameters: {'body': Transformer params without
+  'logits_dense', 'value_head': {'kernel': [E, 1]}}.
+  """
+
+  config: T5Config
+
+  def setup(self):
+    self.body = Transformer(self.config)
+    self.value_head = DenseGeneral(features=(1,), kernel_axes=('embed', None), config=self.config)
+
+  def __call__(
+    self,
+    encoder_input_tokens: jax.Array,
+    decoder_input_tokens: jax.Array,
+    decoder_target_tokens: jax.Array | None = None,
+    enable_dropout: bool = False,
+  ) -> jax.Array:
+    """Values [B, T] float32 for inputs [B, S] and teacher-forced targets [B, T]."""
+    encoded = self.body.encode(encoder_input_tokens, enable_dropout)
+    hidden = self.body.decode(
+      encoded,
+      encoder_input_tokens,
+      decoder_input_tokens,
+      decoder_target_tokens,
+      enable_dropout,
+      return_hidden=True,
+    )
+    return self.value_head(hidden)[..., 0].astype(jnp.float32)

@@ -18,6 +18,7 @@ source's own value on its own scale, stored beside it for inspection.
 |                 | finite value                                   |                         |
 | `Weighted`      | same as reward (components' raw scales differ, | sum(w_i * reward_i) /   |
 |                 | so only their rewards are combined)            | sum(w_i)                |
+| `Binarized`     | the inner source's normalized reward           | 1[inner > threshold]    |
 | `LearnedReward` | the reward model's head: a logit ('sigmoid')   | sigmoid(raw)            |
 |                 | or an unbounded regression ('linear')          |                         |
 
@@ -326,6 +327,40 @@ class Weighted:
         total += weight * component(sources, candidates, references).reward.astype(np.float64)
     combined = np.clip(total / sum(self.weights), 0.0, 1.0)
     return Rewards(reward=combined, raw=combined)
+
+
+@dataclasses.dataclass(frozen=True)
+class Binarized:
+  """A binary reward from another source: 1[inner.reward > threshold] (ReST-EM).
+
+  ReST-EM labels each sample with a binary reward [PAPER §5]; for translation
+  that is, e.g., `Binarized(SentenceChrF(), 0.5)`. raw is the inner source's
+  normalized reward, so the manifest keeps the graded value beside the label.
+  """
+
+  inner: RewardFn  # The graded reward source.
+  threshold: float = 0.5  # reward = 1 where inner's reward is strictly above this.
+  name: str = 'binarized'  # Name in logs, manifests and errors.
+
+  def __post_init__(self):
+    if not (math.isfinite(self.threshold) and 0.0 <= self.threshold < 1.0):
+      raise ValueError(f'Binarized.threshold={self.threshold} must be in [0, 1).')
+
+  @property
+  def needs_references(self) -> bool:
+    """Whether the inner source needs references."""
+    return self.inner.needs_references
+
+  def __call__(
+    self,
+    sources: Sequence[str],
+    candidates: Sequence[str],
+    references: Sequence[str] | None = None,
+  ) -> Rewards:
+    """See `RewardFn.__call__`; the inner source gets the same inputs."""
+    check_inputs(self, sources, candidates, references)
+    graded = self.inner(sources, candidates, references).reward.astype(np.float64)
+    return Rewards(reward=(graded > self.threshold).astype(np.float64), raw=graded)
 
 
 @dataclasses.dataclass(frozen=True)

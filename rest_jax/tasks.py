@@ -30,7 +30,7 @@ import os
 import re
 import uuid
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import sentencepiece as spm
@@ -525,6 +525,7 @@ def get_dataset(
   num_shards: int = 1,
   max_examples: int | None = None,
   pack: bool = False,
+  features: Sequence[str] = (),
 ) -> Iterator[dict[str, np.ndarray]]:
   """Batches of a task's split in the t5x encoder-decoder layout.
 
@@ -551,13 +552,16 @@ def get_dataset(
     pack: pack several examples per row (seqio's packing); adds
       'encoder_segment_ids', 'encoder_positions', 'decoder_segment_ids' and
       'decoder_positions'. For training only: not with `with_text`.
+    features: scalar features of the task's examples to keep, one value per
+      row (e.g. a Grow round's 'reward' and 'log_prob'); not with `pack`.
 
   Returns:
     An iterator of dicts: 'encoder_input_tokens' [B, S] int32,
     'decoder_input_tokens' [B, T] int32 (targets shifted right, 0 first),
     'decoder_target_tokens' [B, T] int32, 'decoder_loss_weights' [B, T] float32
     (1 on non-padding tokens); with `with_text`, also 'inputs_pretokenized' and
-    'targets_pretokenized' [B] object arrays of str.
+    'targets_pretokenized' [B] object arrays of str; each of `features` as a
+    [B] array of its own dtype.
 
   Raises:
     DataError: unknown task or split, an unusable corpus, or bad sizes.
@@ -572,8 +576,10 @@ def get_dataset(
       f'and 0 <= shard_index < num_shards; got {input_length=}, {target_length=}, '
       f'{batch_size=}, {shard_index=}, {num_shards=}, {max_examples=}.'
     )
-  if pack and with_text:
-    raise DataError('get_dataset: pack=True cannot keep per-example texts (with_text=True).')
+  if pack and (with_text or features):
+    raise DataError(
+      'get_dataset: pack=True cannot keep per-example texts or features (with_text, features).'
+    )
   seqio_task = _get_task(task)
   _check_split(seqio_task, split)
   lengths = {'inputs': input_length, 'targets': target_length}
@@ -606,15 +612,27 @@ def get_dataset(
     ds = ds.map(lambda ex: {**ex, **{k: tf.reshape(ex[k], [1]) for k in _TEXT_FEATURES}})
     passthrough = {k: seqio.FeatureConverter.FeatureSpec(dtype=tf.string) for k in _TEXT_FEATURES}
     lengths.update({k: 1 for k in _TEXT_FEATURES})
+  missing = [k for k in features if k not in ds.element_spec]
+  if missing:
+    raise DataError(f'Task {seqio_task.name!r} has no features {missing}.')
+  if features:
+    specs = {k: ds.element_spec[k].dtype for k in features}
+    ds = ds.map(lambda ex: {**ex, **{k: tf.reshape(ex[k], [1]) for k in features}})
+    passthrough.update({k: seqio.FeatureConverter.FeatureSpec(dtype=d) for k, d in specs.items()})
+    lengths.update({k: 1 for k in features})
   converter = seqio.EncDecFeatureConverter(pack=pack, passthrough_features=passthrough or None)
   ds = converter(ds, task_feature_lengths=lengths)
   ds = ds.batch(batch_size, drop_remainder=repeat).prefetch(tf.data.AUTOTUNE)
-  return _numpy_batches(ds, with_text)
+  return _numpy_batches(ds, with_text, tuple(features))
 
 
-def _numpy_batches(ds: tf.data.Dataset, with_text: bool) -> Iterator[dict[str, np.ndarray]]:
+def _numpy_batches(
+  ds: tf.data.Dataset, with_text: bool, features: tuple[str, ...] = ()
+) -> Iterator[dict[str, np.ndarray]]:
   for batch in ds.as_numpy_iterator():
     batch['decoder_loss_weights'] = batch['decoder_loss_weights'].astype(np.float32)
+    for k in features:
+      batch[k] = batch[k][:, 0]
     if with_text:
       for k in _TEXT_FEATURES:
         batch[k] = np.array([text.decode('utf-8') for text in batch[k][:, 0]], dtype=object)

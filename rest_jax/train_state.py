@@ -63,3 +63,28 @@ def abstract_state(state_or_shapes: Any, shardings: Any) -> Any:
   return jax.tree.map(
     lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state_or_shapes, shardings
   )
+
+
+def from_params(
+  params: Any,
+  init_params_fn: Callable[[jax.Array], Any],
+  tx: optax.GradientTransformation,
+  mesh: Mesh,
+) -> tuple[TrainState, Any]:
+  """A step-0 TrainState around given (e.g. restored) params, in its sharded layout.
+
+  Args:
+    params: unboxed parameters, the structure `init_params_fn` makes.
+    init_params_fn: `rng -> boxed params`; only its shapes and logical axes
+      are used (through `jax.eval_shape`), to find the shardings.
+    tx: the optimizer; its state starts fresh.
+    mesh: the device mesh.
+
+  Returns:
+    (state, shardings) as `create_sharded` returns them.
+  """
+  abstract = jax.eval_shape(lambda r: TrainState.create(init_params_fn(r), tx), jax.random.key(0))
+  shardings = partitioning.state_shardings(abstract, mesh)
+  with partitioning.axis_rules(mesh):
+    state = jax.jit(lambda p: TrainState.create(p, tx), out_shardings=shardings)(params)
+  return state, shardings

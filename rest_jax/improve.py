@@ -1,0 +1,557 @@
+"""`--run_mode=improve`: one Improve step of ReST (fine-tune on a filtered Grow round).
+
+Improve step i of Grow round g [PAPER §1, Alg. 1]:
+
+  D_g (grow/g<g>) -> the filter schedule's step i-1 (`filtering.apply_schedule`)
+    -> a seqio task of the kept records (`reward > tau`, or the kept records'
+       keys for per-source and top-k filters)
+    -> fine-tune from `init_checkpoint` (the previous policy for ReST, the base
+       policy for ReST-EM) with the configured loss, at the learning rate
+       `learning_rate * lr_decay**(i-1)`
+    -> validate every `eval_period` steps: greedy outputs scored by the reward;
+       keep the best checkpoint by validation reward; stop when it has not
+       improved for `patience` validations ("while reward improves on D_eval").
+
+Losses (`losses.LOSSES`): 'bc' (the paper's best), 'reward_weighted' (ReST-EM's
+M-step), 'gold' (the lagged policy is the Improve step's starting policy,
+re-synced every `gold_lag_period` steps), 'bvmpo' and 'oac' (both need the
+behaviour value V^beta: a `models.ValueModel` whose body starts from the
+policy, trained by BVE on the whole round before the first such Improve step
+of the round and shared by its later steps). BVMPO's temperature is a learned
+scalar stored beside the policy's parameters under `LOG_TEMPERATURE`.
+
+Model directory: `checkpoints/g<g>_i<i>/{last,best}`, `checkpoints/g<g>_value/`,
+`eval/g<g>_i<i>_history.jsonl` (every validation), `eval/g<g>_i<i>_validation.json`
+(the best validation and the filter's statistics; its presence marks the step
+finished), `summaries/g<g>_i<i>/`. A killed Improve step resumes from `last`,
+replaying the data order and the early-stopping state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+from absl import logging
+
+from rest_jax import (
+  checkpoints,
+  errors,
+  evaluation,
+  filtering,
+  gin_utils,
+  grow,
+  grow_io,
+  losses,
+  models,
+  network,
+  optimizers,
+  partitioning,
+  rewards,
+  summaries,
+  tasks,
+  trainer,
+)
+from rest_jax import train_state as train_state_lib
+
+LOG_TEMPERATURE = 'bvmpo_log_temperature'  # BVMPO's learned log eta, beside the policy params.
+INIT_FROM = ('previous', 'base')
+
+
+@dataclasses.dataclass(frozen=True)
+class ValueConfig:
+  """BVE training of the behaviour value network (for 'bvmpo' and 'oac')."""
+
+  num_train_steps: int = 200  # Optimizer steps on the whole Grow round.
+  learning_rate: float = 1e-3  # Constant after a short warm-up.
+  batch_size: int = 64  # Sequences per step.
+  discount: float = 1.0  # Discount of the Monte-Carlo returns (1: every token gets R).
+
+
+@dataclasses.dataclass(frozen=True)
+class ImproveConfig:
+  """What an Improve step trains on and how."""
+
+  loss: str = 'bc'  # One of losses.LOSSES: bc, reward_weighted, gold, bvmpo, oac.
+  schedule: Any = filtering.FixedThresholds()  # Improve step i uses the schedule's step i-1.
+  min_kept: filtering.MinKeptPolicy = filtering.MinKeptPolicy(min_examples=64)
+  init_from: str = 'previous'  # 'previous' (ReST) or 'base' (ReST-EM); read by the ReST loop.
+  num_train_steps: int = 500  # Most optimizer steps per Improve step (early stopping may end it).
+  batch_size: int = 64  # Rows per step.
+  input_length: int = 32  # Encoder length S.
+  target_length: int = 32  # Decoder length T.
+  learning_rate: float = 1e-3  # Learning rate of Improve step 1.
+  lr_decay: float = 0.5  # Step i uses learning_rate * lr_decay**(i-1).
+  lr_schedule: str = 'constant'  # optimizers.OptimizerConfig.decay within a step.
+  warmup_steps: int = 0  # Linear warm-up of each Improve step.
+  eval_period: int = 100  # Steps between validations (and early-stopping checks).
+  patience: int = 2  # Stop after this many validations without a better reward (0: never).
+  pack: bool = True  # Pack rows for 'bc' (the other losses need one sequence per row).
+  shuffle_seed: int = 0  # Data order seed.
+  loss_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # Loss kwargs.
+  gold_lag_period: int = 0  # GOLD: re-sync the lagged policy every N steps (0: never).
+  bvmpo_init_log_temperature: float = 0.0  # BVMPO: log eta at the start of a step.
+  value: ValueConfig = ValueConfig()  # The value network of 'bvmpo' and 'oac'.
+
+  def __post_init__(self):
+    if self.loss not in losses.LOSSES:
+      raise errors.UserInputError(
+        f'ImproveConfig.loss={self.loss!r}: use one of {", ".join(losses.LOSSES)}.'
+      )
+    if self.init_from not in INIT_FROM:
+      raise errors.UserInputError(
+        f'ImproveConfig.init_from={self.init_from!r}: use one of {", ".join(INIT_FROM)}.'
+      )
+    if not 0 < self.lr_decay <= 1:
+      raise errors.UserInputError(f'ImproveConfig.lr_decay={self.lr_decay} must be in (0, 1].')
+
+  @property
+  def needs_value(self) -> bool:
+    """Whether the loss needs the behaviour value network."""
+    return self.loss in ('bvmpo', 'oac')
+
+  def learning_rate_at(self, improve_step: int) -> float:
+    """The learning rate of Improve step `improve_step` (1-based)."""
+    return self.learning_rate * self.lr_decay ** (improve_step - 1)
+
+
+def phase_name(grow_round: int, improve_step: int) -> str:
+  """'g<g>_i<i>': the checkpoint, summary and eval-file name of an Improve step."""
+  return f'g{grow_round}_i{improve_step}'
+
+
+def policy_params(params: Mapping[str, Any]) -> dict:
+  """The policy's parameters without Improve's extra scalars (BVMPO's temperature)."""
+  return {k: v for k, v in params.items() if k != LOG_TEMPERATURE}
+
+
+def make_loss_fn(model: models.EncoderDecoderModel, config: ImproveConfig):
+  """The Improve loss as `loss_fn(params, batch, rng) -> (loss, metrics)`.
+
+  The batch carries what the loss reads (`losses.LOSSES[...]`): 'reward' [B],
+  'log_prob' [B] from the Grow records, and the step inputs that `augment`
+  computes with frozen networks: 'lagged_log_probs' [B, T] (GOLD), 'values'
+  [B, T] (BVMPO, OAC), 'kl_weight' [B] (BVMPO, the same value in every row).
+  """
+  name, options = config.loss, dict(config.loss_options)
+  discount = config.value.discount
+
+  def loss_fn(params, batch, rng):
+    logits = model.logits(policy_params(params), batch, rng, enable_dropout=rng is not None)
+    lp = models.token_log_probs(logits, batch['decoder_target_tokens'])
+    w = batch['decoder_loss_weights'].astype(jnp.float32)
+    if name == 'bc':
+      return losses.bc_loss(lp, w)
+    if name == 'reward_weighted':
+      return losses.reward_weighted_nll(lp, w, batch['reward'], **options)
+    if name == 'gold':
+      return losses.gold_loss(lp, w, batch['lagged_log_probs'], **options)
+    if name == 'oac':
+      adv = losses.token_advantages(batch['reward'], batch['values'], w, discount)
+      return losses.oac_loss(lp, w, adv)
+    adv = losses.sequence_advantages(batch['reward'], batch['values'], w, discount)
+    return losses.bvmpo_loss(
+      lp,
+      w,
+      adv,
+      params[LOG_TEMPERATURE],
+      batch['log_prob'],
+      batch['kl_weight'][0],
+      **options,
+    )
+
+  return loss_fn
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _lagged_log_probs(model, params, batch):
+  return models.token_log_probs(model.logits(params, batch), batch['decoder_target_tokens'])
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _values(value_model, params, batch):
+  return value_model.values(params, batch)
+
+
+def _filter_round(round_dir: str, config: ImproveConfig, improve_step: int) -> tuple:
+  """Applies the schedule's step to the round.
+
+  Returns:
+    (FilterResult, kept-count statistics, [K] kept record keys, the task name
+    suffix and whether `reward > result.tau` alone selects the kept records).
+  """
+  cols = grow_io.read_records_from(
+    grow_io.shard_paths(round_dir, grow_io.verify_round(round_dir)),
+    ('reward', 'source_id', 'sample_index', 'is_human'),
+  )
+  if improve_step > config.schedule.num_steps:
+    raise errors.UserInputError(
+      f'Improve step {improve_step} needs step {improve_step - 1} of the filter schedule '
+      f'{type(config.schedule).__name__}, which has only {config.schedule.num_steps} steps: '
+      'give it more thresholds or run fewer Improve steps.'
+    )
+  is_human = cols['is_human'].astype(bool)
+  result = filtering.apply_schedule(
+    config.schedule,
+    improve_step - 1,
+    cols['reward'],
+    cols['source_id'],
+    config.min_kept,
+    is_human=is_human,
+  )
+  keys = grow_io.record_keys(cols['source_id'], cols['sample_index'])[result.mask]
+  stats = {
+    'kept': result.kept,
+    'kept_human': int((result.mask & is_human).sum()),
+    'kept_samples': int((result.mask & ~is_human).sum()),
+    'total': len(result.mask),
+    'kept_mean_reward': float(cols['reward'][result.mask].mean()),
+  }
+  by_tau = result.tau is not None and np.array_equal(
+    filtering.keep_above(cols['reward'], result.tau), result.mask
+  )
+  return result, stats, keys, by_tau
+
+
+def _register_filtered(round_dir: str, vocab_path: str, result, keys, by_tau: bool, tag: str):
+  """The seqio task of the kept records: the round's `reward > tau` view when one
+  tau is the filter (the paper's F), else the kept records by key."""
+  if by_tau:
+    return grow_io.register_round_task(round_dir, vocab_path, tau=result.tau)
+  return grow_io.register_round_task(round_dir, vocab_path, keep_keys=keys, tag=tag)
+
+
+def _read_history(path: str, up_to_step: int) -> list[dict]:
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  return [r for r in rows if r['step'] <= up_to_step]
+
+
+def _write_history(path: str, rows: list[dict]) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    for r in rows:
+      f.write(json.dumps(r) + '\n')
+  os.replace(tmp, path)
+
+
+def _early_stop_state(history: list[dict], patience: int) -> tuple[float, int, bool]:
+  """(best reward, validations since it, whether to stop) after `history`."""
+  best, since = -np.inf, 0
+  for row in history:
+    if row['reward'] > best:
+      best, since = row['reward'], 0
+    else:
+      since += 1
+  return best, since, bool(patience) and since >= patience
+
+
+def train_value(
+  *,
+  model_dir: str,
+  model_config: network.T5Config,
+  config: ImproveConfig,
+  grow_round: int,
+  init_params: Any,
+  mesh,
+  progress: bool = True,
+) -> Any:
+  """Trains (or restores) the behaviour value network of round g by BVE.
+
+  Args:
+    model_dir: run directory; checkpoints go to `checkpoints/g<g>_value/`.
+    model_config: the policy's network (the value body has the same shape).
+    config: Improve config (its `value`, lengths and seed).
+    grow_round: g, whose whole round (samples and human data) is D^beta.
+    init_params: unboxed policy params that initialize the value body.
+    mesh: device mesh.
+    progress: progress bar.
+
+  Returns:
+    The value network's unboxed params (sharded).
+  """
+  vcfg = config.value
+  value_model = models.ValueModel(model_config, vcfg.discount)
+  opt = optimizers.OptimizerConfig(
+    learning_rate=vcfg.learning_rate,
+    warmup_steps=min(20, vcfg.num_train_steps // 10),
+    decay='constant',
+  )
+  tx = optimizers.make(opt, vcfg.num_train_steps)
+
+  def init_fn(r):
+    return value_model.init(r, config.input_length, config.target_length)['params']
+
+  rng = jax.random.key(config.shuffle_seed)
+  head_init = jax.tree.map(
+    lambda x: x.value if hasattr(x, 'value') else x,
+    init_fn(rng),
+    is_leaf=lambda x: hasattr(x, 'value'),
+  )
+  params = models.value_params_from_policy(policy_params(init_params), head_init)
+  state, shardings = train_state_lib.from_params(params, init_fn, tx, mesh)
+  last = checkpoints.Checkpointer(
+    os.path.join(model_dir, 'checkpoints', f'g{grow_round}_value'), max_to_keep=1
+  )
+  if last.latest_step() is not None:
+    state = last.restore(train_state_lib.abstract_state(state, shardings))
+  start = int(state.step)
+  if start >= vcfg.num_train_steps:
+    return state.params
+  manifest = grow_io.verify_round(grow.round_dir(model_dir, grow_round))
+  task = grow_io.register_round_task(grow.round_dir(model_dir, grow_round), manifest['vocab_path'])
+  data = tasks.get_dataset(
+    task,
+    'train',
+    input_length=config.input_length,
+    target_length=config.target_length,
+    batch_size=vcfg.batch_size,
+    shuffle=True,
+    seed=config.shuffle_seed,
+    repeat=True,
+    features=('reward',),
+  )
+  for _ in range(start):
+    next(data)
+  steps = trainer.Trainer(loss_fn=value_model.loss_fn, tx=tx, mesh=mesh, state_shardings=shardings)
+  writer = summaries.Writer(os.path.join(model_dir, 'summaries', f'g{grow_round}_value'))
+  bar = tqdm.tqdm(
+    total=vcfg.num_train_steps,
+    initial=start,
+    desc=f'value g{grow_round}',
+    disable=None if progress else True,
+  )
+  window = []
+  for step in range(start + 1, vcfg.num_train_steps + 1):
+    state, m = steps.train_step(state, partitioning.shard_batch(next(data), mesh), rng)
+    window.append(m)
+    bar.update(1)
+    if step % 50 == 0 or step == vcfg.num_train_steps:
+      means = trainer.mean_metrics(trainer.to_host(window))
+      trainer.check_finite(means, step=step, phase=f'g{grow_round}_value')
+      writer.scalars('train', step, means)
+      bar.set_postfix(loss=f'{means["loss"]:.4f}')
+      window = []
+  bar.close()
+  writer.close()
+  last.save(int(state.step), state)
+  return state.params
+
+
+def improve(
+  *,
+  model_dir: str,
+  model_config: network.T5Config,
+  improve_config: ImproveConfig,
+  eval_config: evaluation.EvalConfig,
+  reward: rewards.RewardFn,
+  grow_round: int = 1,
+  improve_step: int = 1,
+  init_checkpoint: str = 'bc/best',
+  mesh_config: partitioning.MeshConfig = partitioning.MeshConfig(),
+  seed: int = 0,
+  progress: bool = True,
+  dry_run: bool = False,
+) -> dict | None:
+  """Runs Improve step `improve_step` on Grow round `grow_round`; returns its result.
+
+  Args:
+    model_dir: run directory holding `grow/g<g>/` and the policy checkpoints.
+    model_config: the policy network (must match the checkpoints).
+    improve_config: filter schedule, loss, steps, learning rate, early stopping.
+    eval_config: the validation split and sizes.
+    reward: scores the greedy validation outputs (the paper keeps the
+      checkpoint with the best reward-model score).
+    grow_round: g.
+    improve_step: i (1-based); uses the schedule's step i-1.
+    init_checkpoint: policy to start from, relative to `MODEL_DIR/checkpoints`
+      ('bc/best', 'g1_i1/best', ...) or absolute; its latest step is used.
+    mesh_config: device mesh.
+    seed: dropout seed.
+    progress: progress bars.
+    dry_run: print the operative config and return None.
+
+  Returns:
+    dict, also `eval/g<g>_i<i>_validation.json`: the best validation metrics
+    (`reward`, `bleu`, `chrf`, `loss`, ...), `best_step`, `steps`,
+    `stopped_early`, `tau` (None for per-source filters), `filter`,
+    `n_train_examples`, the kept counts, `learning_rate`, `loss_name`.
+
+  Raises:
+    filtering.FilterTooStrictError: the filter keeps too few records.
+    grow_io.GrowDataError: the round is missing or corrupt.
+  """
+  if dry_run:
+    gin_utils.print_operative_config()
+    return None
+  cfg = improve_config
+  phase = phase_name(grow_round, improve_step)
+  result_path = os.path.join(model_dir, 'eval', f'{phase}_validation.json')
+  if os.path.exists(result_path):
+    with open(result_path) as f:
+      done = json.load(f)
+    logging.info('Improve %s already finished (%s).', phase, result_path)
+    return done
+  evaluation.check_vocab_size(model_config, eval_config.task)
+  gin_utils.write_config(model_dir, f'config_improve_{phase}.gin')
+  round_dir = grow.round_dir(model_dir, grow_round)
+  manifest = grow_io.verify_round(round_dir)
+  filtered, filter_stats, keys, by_tau = _filter_round(round_dir, cfg, improve_step)
+  task = _register_filtered(round_dir, manifest['vocab_path'], filtered, keys, by_tau, phase)
+  logging.info('%s: %s keeps %d of %d', phase, filtered.description, filtered.kept, len(keys))
+
+  mesh = partitioning.make_mesh(mesh_config)
+  model = models.EncoderDecoderModel(model_config)
+  lr = cfg.learning_rate_at(improve_step)
+  opt = optimizers.OptimizerConfig(
+    learning_rate=lr, warmup_steps=cfg.warmup_steps, decay=cfg.lr_schedule
+  )
+  tx = optimizers.make(opt, cfg.num_train_steps)
+  init_dir = os.path.join(model_dir, 'checkpoints', init_checkpoint)
+  init_params, init_step = evaluation.restore_params(
+    model, mesh, init_dir, None, cfg.input_length, cfg.target_length
+  )
+
+  def init_fn(r):
+    p = model.init(r, cfg.input_length, cfg.target_length)['params']
+    if cfg.loss == 'bvmpo':
+      p = {**p, LOG_TEMPERATURE: jnp.zeros((), jnp.float32)}
+    return p
+
+  params = dict(init_params)
+  if cfg.loss == 'bvmpo':
+    params[LOG_TEMPERATURE] = jnp.asarray(cfg.bvmpo_init_log_temperature, jnp.float32)
+  state, shardings = train_state_lib.from_params(params, init_fn, tx, mesh)
+  value_params = None
+  if cfg.needs_value:
+    value_params = train_value(
+      model_dir=model_dir,
+      model_config=model_config,
+      config=cfg,
+      grow_round=grow_round,
+      init_params=init_params,
+      mesh=mesh,
+      progress=progress,
+    )
+  value_model = models.ValueModel(model_config, cfg.value.discount)
+
+  ckpt_root = os.path.join(model_dir, 'checkpoints', phase)
+  last = checkpoints.Checkpointer(os.path.join(ckpt_root, 'last'), max_to_keep=2)
+  best = checkpoints.Checkpointer(
+    os.path.join(ckpt_root, 'best'), max_to_keep=1, best_metric='reward', best_mode='max'
+  )
+  if last.latest_step() is not None:
+    state = last.restore(train_state_lib.abstract_state(state, shardings))
+    logging.info('Resumed %s from step %d', phase, int(state.step))
+  start = int(state.step)
+  history_path = os.path.join(model_dir, 'eval', f'{phase}_history.jsonl')
+  history = _read_history(history_path, start)
+  _write_history(history_path, history)  # Drop rows past the checkpoint we resumed from.
+  _, _, stop = _early_stop_state(history, cfg.patience)
+
+  spec = losses.LOSSES[cfg.loss]
+  data = tasks.get_dataset(
+    task,
+    'train',
+    input_length=cfg.input_length,
+    target_length=cfg.target_length,
+    batch_size=cfg.batch_size,
+    shuffle=True,
+    seed=cfg.shuffle_seed,
+    repeat=True,
+    pack=cfg.pack and cfg.loss == 'bc',
+    features=spec.batch_fields,
+  )
+  for _ in range(start):
+    next(data)
+  steps = trainer.Trainer(
+    loss_fn=make_loss_fn(model, cfg), tx=tx, mesh=mesh, state_shardings=shardings
+  )
+  lagged = None
+  if cfg.loss == 'gold':  # The lagged policy theta~: a copy, since train steps donate state.
+    lagged = jax.tree.map(jnp.copy, policy_params(state.params))
+  writer = summaries.Writer(os.path.join(model_dir, 'summaries', phase))
+  dropout_rng = jax.random.fold_in(jax.random.key(seed), 1)
+  bar = tqdm.tqdm(
+    total=cfg.num_train_steps, initial=start, desc=phase, disable=None if progress else True
+  )
+  window, tic, step = [], time.time(), start
+  while not stop and step < cfg.num_train_steps:
+    step += 1
+    batch = next(data)
+    if cfg.loss == 'bvmpo':
+      kl = float(losses.kl_anneal(step - 1, cfg.num_train_steps))
+      batch['kl_weight'] = np.full(len(batch['reward']), kl, np.float32)
+    batch = partitioning.shard_batch(batch, mesh)
+    with partitioning.axis_rules(mesh):
+      if lagged is not None:
+        if cfg.gold_lag_period and (step - 1) % cfg.gold_lag_period == 0 and step > 1:
+          lagged = jax.tree.map(jnp.copy, policy_params(state.params))
+        batch['lagged_log_probs'] = _lagged_log_probs(model, lagged, batch)
+      if value_params is not None:
+        batch['values'] = _values(value_model, value_params, batch)
+    state, m = steps.train_step(state, batch, dropout_rng)
+    window.append(m)
+    bar.update(1)
+    is_last = step == cfg.num_train_steps
+    if step % 25 == 0 or is_last or step % cfg.eval_period == 0:
+      means = trainer.mean_metrics(trainer.to_host(window))
+      trainer.check_finite(means, step=step, phase=phase)
+      writer.scalars('train', step, means)
+      bar.set_postfix(loss=f'{means["loss"]:.3f}')
+      window, tic = [], time.time()
+    if step % cfg.eval_period == 0 or is_last:
+      val = evaluation.evaluate_policy(
+        model, policy_params(state.params), mesh, eval_config, reward=reward, progress=progress
+      )
+      row = {'step': step, **{k: v for k, v in val.items() if isinstance(v, (int, float))}}
+      history.append(row)
+      _write_history(history_path, history)
+      writer.scalars('validation', step, row)
+      if step not in best.all_steps():  # A resumed step may have saved it already.
+        best.save(step, state, {'reward': val['reward']}, force=False)
+      _, since, stop = _early_stop_state(history, cfg.patience)
+      msg = (
+        f'[{phase}] step {step}: val reward {val["reward"]:.4f} BLEU {val["bleu"]:.2f} '
+        f'chrF {val["chrf"]:.2f}' + (' (stopping: no gain)' if stop else '')
+      )
+      bar.write(msg) if not bar.disable else print(msg, flush=True)
+      last.save(step, state)
+  bar.close()
+  writer.close()
+  del tic
+  best_step = best.best_step()
+  best_row = next(r for r in history if r['step'] == best_step)
+  result = {
+    **best_row,
+    'best_step': best_step,
+    'steps': step,
+    'stopped_early': step < cfg.num_train_steps,
+    'phase': phase,
+    'grow_round': grow_round,
+    'improve_step': improve_step,
+    'tau': filtered.tau,
+    'filter': filtered.description,
+    'fell_back': filtered.fell_back,
+    'n_train_examples': filtered.kept,
+    **filter_stats,
+    'learning_rate': lr,
+    'loss_name': cfg.loss,
+    'init_checkpoint': init_dir,
+    'init_step': int(init_step),
+    'seqio_task': task,
+  }
+  evaluation.write_json(result_path, result)
+  return result

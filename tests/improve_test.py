@@ -1,0 +1,285 @@
+"""Improve: the filtered round task, every loss end to end, early stopping, resume."""
+
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+import test_utils
+
+from rest_jax import (
+  checkpoints,
+  evaluation,
+  filtering,
+  grow,
+  grow_io,
+  improve,
+  losses,
+  models,
+  partitioning,
+  rewards,
+  tasks,
+)
+
+L = 16
+MESH = partitioning.MeshConfig(num_devices=1)
+
+
+@pytest.fixture(scope='module')
+def grown(tmp_path_factory):
+  """A tiny corpus, a random policy as bc/best and one Grow round scored by chrF."""
+  root = tmp_path_factory.mktemp('improve')
+  tsv, vocab = test_utils.write_tiny_corpus(str(root))
+  task = tasks.ParallelCorpus(
+    name='improve_test_corpus', train_path=tsv, vocab_path=vocab, num_validation=8, num_test=8
+  )
+  cfg = test_utils.tiny_config(vocab_size=128)
+  model_dir = str(root / 'run')
+  test_utils.save_random_policy(model_dir, cfg, step=3)
+  grow.grow(
+    model_dir=model_dir,
+    model_config=cfg,
+    grow_config=grow.GrowConfig(
+      task=task, max_sources=16, sources_per_shard=8, batch_size=8, input_length=L, target_length=L
+    ),
+    sampling=grow.SamplingConfig(num_samples=3),
+    reward=rewards.SentenceChrF(),
+    grow_round=1,
+    mesh_config=MESH,
+    progress=False,
+  )
+  return task, cfg, model_dir
+
+
+def _config(**kw):
+  base = dict(
+    schedule=filtering.GlobalPercentiles((50.0, 75.0)),
+    min_kept=filtering.MinKeptPolicy(min_examples=4),
+    num_train_steps=4,
+    batch_size=8,
+    input_length=L,
+    target_length=L,
+    eval_period=2,
+    patience=0,
+    value=improve.ValueConfig(num_train_steps=2, batch_size=8),
+  )
+  base.update(kw)
+  return improve.ImproveConfig(**base)
+
+
+def _improve(grown, model_dir, config, step=1, init='bc/best'):
+  task, cfg, _ = grown
+  return improve.improve(
+    model_dir=model_dir,
+    model_config=cfg,
+    improve_config=config,
+    eval_config=evaluation.EvalConfig(task=task, batch_size=8, input_length=L, target_length=L),
+    reward=rewards.SentenceChrF(),
+    grow_round=1,
+    improve_step=step,
+    init_checkpoint=init,
+    mesh_config=MESH,
+    progress=False,
+  )
+
+
+def _copy_run(grown, tmp_path):
+  """A fresh run directory holding the fixture's round and bc/best (shared, read-only)."""
+  src = grown[2]
+  dst = str(tmp_path / 'run')
+  os.makedirs(os.path.join(dst, 'checkpoints'))
+  os.makedirs(os.path.join(dst, 'grow'))
+  os.symlink(os.path.join(src, 'grow', 'g1'), os.path.join(dst, 'grow', 'g1'))
+  os.symlink(os.path.join(src, 'checkpoints', 'bc'), os.path.join(dst, 'checkpoints', 'bc'))
+  return dst
+
+
+def _policy(model_dir, name, cfg):
+  model = models.EncoderDecoderModel(cfg)
+  params, step = evaluation.restore_params(
+    model,
+    partitioning.make_mesh(MESH),
+    os.path.join(model_dir, 'checkpoints', name),
+    None,
+    L,
+    L,
+  )
+  return params, step
+
+
+def test_keys_filter_selects_exactly_the_mask(grown):
+  _, _, model_dir = grown
+  round_dir = grow.round_dir(model_dir, 1)
+  cols = grow_io.read_records(round_dir)
+  mask = filtering.top_k_per_source_mask(cols['reward'], cols['source_id'], 1)
+  keys = grow_io.record_keys(cols['source_id'], cols['sample_index'])
+  assert len(set(keys.tolist())) == len(keys)  # One key per record.
+  name = grow_io.register_round_task(
+    round_dir, grow_io.read_manifest(round_dir)['vocab_path'], keep_keys=keys[mask], tag='top1'
+  )
+  got = []
+  for b in tasks.get_dataset(
+    name,
+    'train',
+    input_length=L,
+    target_length=L,
+    batch_size=4,
+    shuffle=False,
+    seed=0,
+    repeat=False,
+    features=('reward', 'source_id'),
+  ):
+    got += list(zip(b['source_id'].tolist(), np.round(b['reward'], 5).tolist()))
+  want = list(zip(cols['source_id'][mask].tolist(), np.round(cols['reward'][mask], 5).tolist()))
+  assert sorted(got) == sorted(want) and len(got) == 16  # One record per source.
+  with pytest.raises(ValueError, match='tag'):
+    grow_io.register_round_task(round_dir, 'unused', keep_keys=keys)
+
+
+def test_pack_with_features_is_a_clear_error(grown):
+  task = grown[0]
+  with pytest.raises(tasks.DataError, match='pack'):
+    tasks.get_dataset(
+      task,
+      'train',
+      input_length=L,
+      target_length=L,
+      batch_size=4,
+      shuffle=False,
+      seed=0,
+      repeat=False,
+      pack=True,
+      features=('reward',),
+    )
+
+
+def test_learning_rate_decays_per_improve_step():
+  cfg = improve.ImproveConfig(learning_rate=1e-3, lr_decay=0.5)
+  assert [cfg.learning_rate_at(i) for i in (1, 2, 3)] == pytest.approx([1e-3, 5e-4, 2.5e-4])
+
+
+def test_config_rejects_unknown_loss_and_init():
+  with pytest.raises(ValueError, match='loss'):
+    improve.ImproveConfig(loss='ppo')
+  with pytest.raises(ValueError, match='init_from'):
+    improve.ImproveConfig(init_from='scratch')
+
+
+@pytest.mark.parametrize(
+  'rewards_seen, patience, expected',
+  [
+    ([0.1, 0.2, 0.3], 2, (0.3, 0, False)),
+    ([0.3, 0.2, 0.1], 2, (0.3, 2, True)),
+    ([0.3, 0.2, 0.4, 0.4], 2, (0.4, 1, False)),  # A tie is no improvement.
+    ([0.3, 0.2, 0.1], 0, (0.3, 2, False)),  # patience 0 never stops.
+  ],
+)
+def test_early_stop_state(rewards_seen, patience, expected):
+  history = [{'step': i, 'reward': r} for i, r in enumerate(rewards_seen)]
+  assert improve._early_stop_state(history, patience) == expected
+
+
+def test_loss_fn_bc_and_binary_reward_weighted_equal_the_model_nll():
+  model = test_utils.tiny_model()
+  batch = test_utils.toy_batch()
+  batch['reward'] = np.ones(len(batch['decoder_target_tokens']), np.float32)
+  bc_fn = improve.make_loss_fn(model, improve.ImproveConfig(loss='bc'))
+  rw_fn = improve.make_loss_fn(model, improve.ImproveConfig(loss='reward_weighted'))
+
+  @jax.jit
+  def all_three(rng, batch):
+    params = jax.tree.map(
+      lambda x: x.value if hasattr(x, 'value') else x,
+      model.init(rng, 7, 6)['params'],
+      is_leaf=lambda x: hasattr(x, 'value'),
+    )
+    return [f(params, batch, None)[0] for f in (model.loss_fn, bc_fn, rw_fn)]
+
+  want, bc, rw = all_three(jax.random.key(0), batch)
+  np.testing.assert_allclose([bc, rw], [want, want], rtol=1e-5)
+
+
+# 'bc' and 'reward_weighted' also run in every ReST-loop test (tests/rest_test.py).
+@pytest.mark.parametrize(
+  'loss',
+  [
+    pytest.param(name, marks=pytest.mark.slow) if name in ('bc', 'reward_weighted') else name
+    for name in sorted(losses.LOSSES)
+  ],
+)
+def test_improve_step_trains_on_the_filtered_round(grown, tmp_path, loss):
+  task, cfg, _ = grown
+  model_dir = _copy_run(grown, tmp_path)
+  result = _improve(grown, model_dir, _config(loss=loss, num_train_steps=2))
+  cols = grow_io.read_records(grow.round_dir(model_dir, 1))
+  mask = filtering.GlobalPercentiles((50.0, 75.0)).mask(
+    0, cols['reward'], cols['source_id'], cols['is_human'].astype(bool)
+  )
+  assert result['n_train_examples'] == int(mask.sum()) == result['kept']
+  assert result['kept_human'] + result['kept_samples'] == result['kept']
+  assert result['tau'] == pytest.approx(
+    np.percentile(cols['reward'][~cols['is_human'].astype(bool)], 50), rel=1e-5
+  )
+  assert result['loss_name'] == loss and result['steps'] == 2
+  assert result['best_step'] == 2 and np.isfinite(result['reward'])
+  # The best checkpoint restores as a plain policy (BVMPO's temperature is dropped).
+  before, _ = _policy(model_dir, 'bc/best', cfg)
+  after, step = _policy(model_dir, 'g1_i1/best', cfg)
+  assert step == result['best_step']
+  assert set(after) == set(before)
+  pairs = zip(jax.tree.leaves(after), jax.tree.leaves(before))
+  assert max(float(np.abs(a - b).max()) for a, b in pairs) > 0
+  if loss in ('bvmpo', 'oac'):
+    value_dir = os.path.join(model_dir, 'checkpoints', 'g1_value')
+    assert checkpoints.Checkpointer(value_dir).latest_step() == 2
+
+
+def test_improve_resumes_and_finished_step_is_not_rerun(grown, tmp_path):
+  _, cfg, _ = grown
+  full_dir = _copy_run(grown, tmp_path / 'full')
+  full = _improve(grown, full_dir, _config(num_train_steps=4))
+  history = [json.loads(x) for x in open(os.path.join(full_dir, 'eval', 'g1_i1_history.jsonl'))]
+  assert [h['step'] for h in history] == [2, 4] and full['best_step'] in (2, 4)
+  cut_dir = _copy_run(grown, tmp_path / 'cut')
+  _improve(grown, cut_dir, _config(num_train_steps=4))
+  # Kill after step 2: drop what came later, as a crash would have left it.
+  os.remove(os.path.join(cut_dir, 'eval', 'g1_i1_validation.json'))
+  last = checkpoints.Checkpointer(os.path.join(cut_dir, 'checkpoints', 'g1_i1', 'last'))
+  shutil.rmtree(os.path.join(last.directory, '4'))
+  resumed = _improve(grown, cut_dir, _config(num_train_steps=4))
+  for key in ('best_step', 'reward', 'bleu', 'chrf', 'steps'):
+    assert resumed[key] == full[key], key
+  a, _ = _policy(full_dir, 'g1_i1/last', cfg)
+  b, _ = _policy(cut_dir, 'g1_i1/last', cfg)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+  # Finished: the result file short-circuits a rerun.
+  again = _improve(grown, cut_dir, _config(num_train_steps=4))
+  assert again == json.loads(open(os.path.join(cut_dir, 'eval', 'g1_i1_validation.json')).read())
+
+
+def test_early_stopping_ends_the_step(grown, tmp_path):
+  model_dir = _copy_run(grown, tmp_path)
+  # Validate every step, stop after one validation without a better reward.
+  result = _improve(grown, model_dir, _config(num_train_steps=5, eval_period=1, patience=1))
+  history = [json.loads(x) for x in open(os.path.join(model_dir, 'eval', 'g1_i1_history.jsonl'))]
+  stops = [improve._early_stop_state(history[: n + 1], 1)[2] for n in range(len(history))]
+  # It ran until the first validation that said stop (or to the end), and no further.
+  expected = stops.index(True) + 1 if True in stops else 5
+  assert result['steps'] == len(history) == expected
+  assert result['stopped_early'] == (expected < 5)
+  assert result['reward'] == max(h['reward'] for h in history)
+
+
+def test_too_strict_filter_stops_with_statistics(grown, tmp_path):
+  model_dir = _copy_run(grown, tmp_path)
+  strict = _config(
+    schedule=filtering.FixedThresholds((0.999,)),
+    min_kept=filtering.MinKeptPolicy(min_examples=10_000),
+  )
+  with pytest.raises(filtering.FilterTooStrictError, match='Reward statistics'):
+    _improve(grown, model_dir, strict)
+  with pytest.raises(ValueError, match='only 1 steps'):
+    _improve(grown, model_dir, _config(schedule=filtering.FixedThresholds((0.1,))), step=2)
