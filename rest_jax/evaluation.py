@@ -73,9 +73,12 @@ def evaluate_policy(
 
   Returns:
     dict: `loss`, `accuracy`, `bleu`, `chrf`, sacrebleu signatures,
-    `num_examples`, `length_ratio`, `seconds` and a few `samples`; with a
-    reward, also `reward` (mean normalized reward of the outputs, [0, 1]),
-    `reward_std` and `reward_source`.
+    `num_examples`, `length_ratio`, `seconds`, a few `samples`, the metric
+    reward `chrf_reward` (mean sentence chrF / 100), `repetition_rate` and
+    `hacking_rate` (the fraction of outputs that show any reward-hacking
+    probe's pattern, `metrics.hacking_flags`; each pattern's rate in
+    `hacking`); with a reward, also `reward` (mean normalized reward of the
+    outputs, [0, 1]), `reward_std` and `reward_source`.
   """
   start = time.time()
   vocab = tasks.get_vocabulary(config.task)
@@ -111,6 +114,13 @@ def evaluate_policy(
       reward_std=float(np.std(scores)),
       reward_source=getattr(reward, 'name', type(reward).__name__),
     )
+  flags = metrics.hacking_flags(srcs, hyps, refs)
+  result.update(
+    chrf_reward=float(np.mean(rewards_lib.SentenceChrF()(srcs, hyps, refs).reward)),
+    repetition_rate=float(flags['repetition'].mean()),
+    hacking_rate=float(flags['any'].mean()),
+    hacking={k: float(v.mean()) for k, v in flags.items() if k != 'any'},
+  )
   ntok = max(sums['num_tokens'], 1.0)
   ref_len = sum(len(r.split()) for r in refs)
   result.update(

@@ -423,6 +423,16 @@ def get_vocabulary(task: str | ParallelCorpus) -> seqio.Vocabulary:
   return _get_task(task).output_features['targets'].vocabulary
 
 
+def vocabulary_from_file(path: str) -> seqio.Vocabulary:
+  """A seqio vocabulary for a SentencePiece model file.
+
+  Raises:
+    DataError: the file does not exist.
+  """
+  _require_file(path, 'vocab_path')
+  return seqio.SentencePieceVocabulary(path)
+
+
 # -------------------------------------------------------------- seqio registration
 
 
