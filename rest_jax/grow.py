@@ -43,6 +43,7 @@ from rest_jax import (
   network,
   partitioning,
   rewards,
+  summaries,
   tasks,
 )
 
@@ -409,6 +410,13 @@ def grow(
     vocab_path=vocab.sentencepiece_model_file,
     seqio_task=grow_io.round_task_name(out_dir),
   )
+  writer = summaries.Writer(os.path.join(model_dir, 'summaries', 'grow'))
+  for name, stats in (('all', 'reward_stats'), ('samples', 'reward_stats_samples')):
+    st = grow_io.read_manifest(out_dir)[stats]
+    if st.get('count'):
+      quantiles = {f'reward_q{float(q):g}': v for q, v in st['quantiles'].items()}
+      writer.scalars(name, grow_round, {'reward_mean': st['mean'], **quantiles})
+  writer.close()
   # D_g as a seqio task (unfiltered; Improve registers `reward > tau` views).
   grow_io.register_round_task(out_dir, vocab.sentencepiece_model_file)
   manifest = grow_io.verify_round(out_dir)

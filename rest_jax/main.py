@@ -39,6 +39,10 @@ RUN_MODES = {
   'grow': ('rest_jax.grow', 'grow'),
   'inspect': ('rest_jax.grow', 'inspect'),
   'train_rm': ('rest_jax.reward_training', 'train_rm'),
+  'improve': ('rest_jax.improve', 'improve'),
+  'rest': ('rest_jax.rest', 'rest'),
+  'report': ('rest_jax.report', 'report'),
+  'infer': ('rest_jax.infer', 'infer'),
 }
 
 _RUN_MODE = flags.DEFINE_enum('run_mode', None, sorted(RUN_MODES), 'Which run function to call.')

@@ -24,6 +24,14 @@ _REQUIRED = {
     'REWARD = @rewards.SentenceChrF()',
   ],
   'runs/inspect.gin': ["ROUND_DIR = '/tmp/unused/grow/g1'"],
+  'runs/improve.gin': [
+    "MODEL_DIR = '/tmp/unused'",
+    'TASK = @tasks.tatoeba_en_de()',
+    'REWARD = @rewards.SentenceChrF()',
+  ],
+  'runs/infer.gin': ["MODEL_DIR = '/tmp/unused'", 'REWARD = @rewards.SentenceChrF()'],
+  'runs/rest.gin': ["MODEL_DIR = '/tmp/unused'", 'TASK = @tasks.tatoeba_en_de()'],
+  'runs/report.gin': ["MODEL_DIR = '/tmp/unused'"],
   'runs/train_rm.gin': [
     "MODEL_DIR = '/tmp/unused'",
     'TASK = @tasks.tatoeba_en_de()',
@@ -44,10 +52,13 @@ def test_gin_file_parses(name):
     config = gin.query_parameter('%MODEL_CONFIG')
     assert config is not None
   elif name.startswith('runs/'):
-    needs_model = name != 'runs/inspect.gin'
+    needs_model = name not in ('runs/inspect.gin', 'runs/report.gin')
     _parse([name, _MODEL] if needs_model else [name], _REQUIRED[name])
-  else:  # Experiments: only MODEL_DIR is left to the user.
-    _parse([name], ["MODEL_DIR = '/tmp/unused'"])
+  else:  # Experiments: only MODEL_DIR (and TASK where the header says so) is left to the user.
+    bindings = ["MODEL_DIR = '/tmp/unused'"]
+    if 'REQUIRED: MODEL_DIR, TASK' in open(os.path.join(GIN_DIR, name)).read():
+      bindings.append('TASK = @tasks.tatoeba_en_de()')
+    _parse([name], bindings)
   # Nothing REQUIRED is left unset.
   assert 'gin.REQUIRED' not in gin.config_str()
 
@@ -58,7 +69,7 @@ def test_experiment_headers_list_command_and_required():
     assert text.startswith('#'), f'{name} needs a header comment'
     if not name.startswith('models/'):
       assert 'REQUIRED' in text, f'{name}: header must list the REQUIRED macros'
-    if name.startswith(('bc/', 'grow/', 'rm/')):
+    if name.startswith(('bc/', 'grow/', 'rm/', 'rest/')):
       assert 'python -m rest_jax.main' in text, f'{name}: header must show the command'
 
 
@@ -71,4 +82,11 @@ def test_there_are_configs():
     'runs/bc.gin',
     'bc/tatoeba_en_de_cpu.gin',
     'bc/tatoeba_en_de_gpu.gin',
+    'runs/improve.gin',
+    'runs/rest.gin',
+    'rest/demo_cpu.gin',
+    'rest/tatoeba_en_de_gpu.gin',
+    'rest/iwslt_paper.gin',
+    'rest/wmt_paper.gin',
+    'rest/rest_em.gin',
   } <= set(ALL)

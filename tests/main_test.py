@@ -167,3 +167,17 @@ def test_bad_corpus_gives_one_clear_error(corpus, tmp_path, content, expected):
   import re
 
   assert re.search(expected, msg), msg
+
+
+def test_rest_dry_run_builds_the_whole_loop(tmp_path, capsys):
+  run_main(
+    [
+      '--run_mode=rest',
+      '--dry_run',
+      '--gin_file=rest/demo_cpu.gin',
+      f"--gin.MODEL_DIR='{tmp_path / 'demo'}'",
+    ]
+  )
+  out = capsys.readouterr().out
+  assert 'rest.rest' in out and 'NUM_GROW_ROUNDS = 2' in out and 'NUM_IMPROVE_STEPS = 3' in out
+  assert not (tmp_path / 'demo').exists()

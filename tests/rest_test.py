@@ -1,0 +1,257 @@
+"""The ReST loop: end to end on the tiny config, resume after every phase, ReST-EM."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+import test_utils
+
+from rest_jax import (
+  evaluation,
+  filtering,
+  grow,
+  grow_io,
+  improve,
+  infer,
+  models,
+  network,
+  optimizers,
+  partitioning,
+  rest,
+  reward_model,
+  reward_training,
+  rewards,
+  tasks,
+  train,
+)
+
+L = 16
+MESH = partitioning.MeshConfig(num_devices=1)
+
+
+@pytest.fixture(scope='module')
+def corpus(tmp_path_factory):
+  root = tmp_path_factory.mktemp('rest_corpus')
+  tsv, vocab = test_utils.write_tiny_corpus(str(root))
+  task = tasks.ParallelCorpus(
+    name='rest_test_corpus', train_path=tsv, vocab_path=vocab, num_validation=12, num_test=12
+  )
+  return task
+
+
+def _run(task, model_dir, *, max_phases=None, **overrides):
+  kwargs = dict(
+    model_dir=model_dir,
+    model_config=test_utils.tiny_config(vocab_size=128),
+    task=task,
+    bc=rest.BCConfig(
+      train_data=train.TrainDataConfig(task=task, batch_size=16, input_length=L, target_length=L),
+      optimizer=optimizers.OptimizerConfig(learning_rate=3e-3, warmup_steps=2),
+      num_train_steps=8,
+      eval_period=8,
+      log_period=4,
+    ),
+    reward_model_phase=rest.RewardModelPhase(
+      rm_config=reward_model.RewardModelConfig(
+        encoder=network.T5Config(
+          vocab_size=128,
+          emb_dim=16,
+          num_heads=2,
+          head_dim=8,
+          mlp_dim=32,
+          num_encoder_layers=1,
+          num_decoder_layers=0,
+        ),
+        max_length=32,
+      ),
+      judgments=reward_training.JudgmentsConfig(
+        task=task,
+        num_train_sources=16,
+        num_eval_sources=8,
+        policy_samples_per_source=1,
+        corruptions_per_pair=1,
+        use_mqm=False,
+      ),
+      optimizer=optimizers.OptimizerConfig(learning_rate=3e-3, warmup_steps=2),
+      num_train_steps=6,
+      batch_size=8,
+    ),
+    grow_config=grow.GrowConfig(
+      task=task, max_sources=16, sources_per_shard=8, batch_size=8, input_length=L, target_length=L
+    ),
+    sampling=grow.SamplingConfig(num_samples=2),
+    improve_config=improve.ImproveConfig(
+      schedule=filtering.GlobalPercentiles((50.0, 75.0)),
+      min_kept=filtering.MinKeptPolicy(min_examples=4),
+      num_train_steps=4,
+      batch_size=8,
+      input_length=L,
+      target_length=L,
+      eval_period=2,
+      patience=0,
+    ),
+    eval_config=evaluation.EvalConfig(task=task, batch_size=12, input_length=L, target_length=L),
+    best_of_n=infer.InferConfig(
+      task=task,
+      max_sources=8,
+      num_samples=4,
+      curve_ns=(1, 2, 4),
+      batch_size=8,
+      input_length=L,
+      target_length=L,
+    ),
+    num_grow_rounds=2,
+    num_improve_steps=2,
+    mesh_config=MESH,
+    progress=False,
+    max_phases=max_phases,
+  )
+  kwargs.update(overrides)
+  return rest.rest(**kwargs)
+
+
+def _params(model_dir, checkpoint):
+  model = models.EncoderDecoderModel(test_utils.tiny_config(vocab_size=128))
+  params, _ = evaluation.restore_params(
+    model,
+    partitioning.make_mesh(MESH),
+    os.path.join(model_dir, 'checkpoints', checkpoint),
+    None,
+    L,
+    L,
+  )
+  return params
+
+
+@pytest.fixture(scope='module')
+def full_run(corpus, tmp_path_factory):
+  model_dir = str(tmp_path_factory.mktemp('rest_full') / 'run')
+  return model_dir, _run(corpus, model_dir)
+
+
+def test_loop_end_to_end(full_run, corpus):
+  model_dir, rows = full_run
+  assert [(r['phase'], r['g'], r['i']) for r in rows] == [
+    ('bc', 0, 0),
+    ('improve', 1, 1),
+    ('improve', 1, 2),
+    ('improve', 2, 1),
+    ('improve', 2, 2),
+  ]
+  summary = json.load(open(os.path.join(model_dir, 'eval', 'summary.json')))
+  assert summary['rows'] == rows
+  for row in rows:
+    assert set(rest.SUMMARY_COLUMNS) <= set(row)
+    for split in ('val', 'test'):
+      assert 0 <= row[f'{split}_reward'] <= 1 and row[f'{split}_chrf'] >= 0
+  assert rows[0]['n_train_examples'] == tasks.dataset_size(corpus, 'train')
+  state = rest.read_state(model_dir)
+  assert state['finished'] == state['plan'] == rest.plan(2, 2, bc=True, rm=True)
+  assert state['current'] is None
+  # ReST: each Improve step starts from the previous policy, each Grow samples the latest.
+  assert state['policies'] == {
+    'grow_g1': 'bc/best',
+    'improve_g1_i1': 'bc/best',
+    'improve_g1_i2': 'g1_i1/best',
+    'grow_g2': 'g1_i2/best',
+    'improve_g2_i1': 'g1_i2/best',
+    'improve_g2_i2': 'g2_i1/best',
+  }
+  # Each Improve row's tau and count come from its own filter of its round.
+  for row in rows[1:]:
+    cols = grow_io.read_records(grow.round_dir(model_dir, row['g']))
+    human = cols['is_human'].astype(bool)
+    tau = np.percentile(cols['reward'][~human], (50.0, 75.0)[row['i'] - 1])
+    assert row['tau'] == pytest.approx(tau, rel=1e-5)
+    assert row['n_train_examples'] == int((cols['reward'] > np.float32(tau)).sum())
+  manifest = grow_io.read_manifest(grow.round_dir(model_dir, 2))
+  assert manifest['reward_source'] == 'learned_reward'
+  # Best-of-N curves of BC and the final policy, and the report, regenerated.
+  for name, checkpoint in (('bc', 'bc/best'), ('final', 'g2_i2/best')):
+    curve = json.load(open(os.path.join(model_dir, 'eval', f'best_of_n_{name}.json')))
+    assert curve['n'] == [1, 2, 4] and curve['checkpoint'].endswith(checkpoint)
+    assert curve['reward'] == sorted(curve['reward'])
+  page = open(os.path.join(model_dir, 'report', 'report.html')).read()
+  assert '<table id="summary">' in page
+  for png in ('best_of_n.png', 'reward_per_phase.png', 'reward_distribution_g2.png'):
+    assert png in page and os.path.exists(os.path.join(model_dir, 'report', png))
+  for row in rows:
+    for split in ('val', 'test'):
+      assert 0 <= row[f'{split}_hacking_rate'] <= 1 and row[f'{split}_length_ratio'] > 0
+  assert manifest['policy_checkpoint'].endswith(os.path.join('g1_i2', 'best'))
+
+
+def test_resume_after_every_phase_equals_uninterrupted(full_run, corpus, tmp_path):
+  # Every phase is a function of the phases before it, so a G=1 run is the
+  # first part of the G=2 run: stop it after each of its phases in turn
+  # (bc, rm, eval_bc, grow, improve, eval, improve, eval), restart, and compare.
+  full_dir, full_rows = full_run
+  model_dir = str(tmp_path / 'run')
+  plan = rest.plan(1, 2, bc=True, rm=True)
+  assert plan == rest.plan(2, 2, bc=True, rm=True)[: len(plan)]
+  for n in range(1, len(plan) + 1):
+    _run(corpus, model_dir, max_phases=1, num_grow_rounds=1)
+    state = rest.read_state(model_dir)
+    assert state['finished'] == plan[:n] and state['current'] is None
+  rows = rest.read_summary(model_dir)
+  strip = lambda rs: [{k: v for k, v in r.items() if k != 'checkpoint'} for r in rs]
+  assert strip(rows) == strip(full_rows[:3])
+  for name in ('bc/best', 'g1_i1/best', 'g1_i2/best', 'g1_i2/last'):
+    pairs = zip(jax.tree.leaves(_params(full_dir, name)), jax.tree.leaves(_params(model_dir, name)))
+    for a, b in pairs:
+      np.testing.assert_array_equal(a, b)
+  full_g1 = grow_io.read_manifest(grow.round_dir(full_dir, 1))
+  g1 = grow_io.read_manifest(grow.round_dir(model_dir, 1))
+  assert [s['sha256'] for s in g1['shards']] == [s['sha256'] for s in full_g1['shards']]
+  # A finished run does nothing more and returns the same rows.
+  assert strip(_run(corpus, model_dir, num_grow_rounds=1)) == strip(full_rows[:3])
+
+
+def test_rest_em_restarts_every_iteration_from_base(corpus, tmp_path):
+  model_dir = str(tmp_path / 'run')
+  test_utils.save_random_policy(model_dir, test_utils.tiny_config(vocab_size=128), step=1)
+  rows = _run(
+    corpus,
+    model_dir,
+    initial_policy='bc/best',
+    reward=rewards.Binarized(rewards.SentenceChrF(), threshold=0.05),
+    grow_config=grow.GrowConfig(
+      task=corpus,
+      max_sources=16,
+      sources_per_shard=16,
+      batch_size=8,
+      input_length=L,
+      target_length=L,
+      human_fraction=0.0,
+    ),
+    improve_config=improve.ImproveConfig(
+      loss='reward_weighted',
+      init_from='base',
+      schedule=filtering.TopKPerSource(k=1, min_reward=0.5),
+      min_kept=filtering.MinKeptPolicy(min_examples=1),
+      num_train_steps=2,
+      batch_size=8,
+      input_length=L,
+      target_length=L,
+      eval_period=2,
+      pack=False,
+    ),
+    num_improve_steps=1,
+  )
+  state = rest.read_state(model_dir)
+  assert state['plan'] == rest.plan(2, 1, bc=False, rm=False)
+  # Grow samples the latest policy; every Improve starts again from the base.
+  assert state['policies'] == {
+    'grow_g1': 'bc/best',
+    'improve_g1_i1': 'bc/best',
+    'grow_g2': 'g1_i1/best',
+    'improve_g2_i1': 'bc/best',
+  }
+  for g in (1, 2):
+    cols = grow_io.read_records(grow.round_dir(model_dir, g))
+    assert not cols['is_human'].any()  # ReST-EM adds no human data.
+    assert set(np.unique(cols['reward'])) <= {0.0, 1.0}
+  assert [r['loss_name'] for r in rows[1:]] == ['reward_weighted'] * 2
+  assert all(r['tau'] == 0.5 for r in rows[1:])
