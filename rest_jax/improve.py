@@ -12,9 +12,15 @@ Improve step i of Grow round g [PAPER §1, Alg. 1]:
        keep the best checkpoint by validation reward; stop when it has not
        improved for `patience` validations ("while reward improves on D_eval").
 
+The learning rate decays within a Grow round and starts again at
+`learning_rate` in the next round, whose data is new (the paper gives no
+values, only that each Improve step uses a lower rate than the one before).
+
 Losses (`losses.LOSSES`): 'bc' (the paper's best), 'reward_weighted' (ReST-EM's
 M-step), 'gold' (the lagged policy is the Improve step's starting policy,
-re-synced every `gold_lag_period` steps), 'bvmpo' and 'oac' (both need the
+re-synced every `gold_lag_period` steps; its token probabilities are also
+GOLD's token rewards, standing in for the frozen MLE model's, which they are
+when the period is 0), 'bvmpo' and 'oac' (both need the
 behaviour value V^beta: a `models.ValueModel` whose body starts from the
 policy, trained by BVE on the whole round before the first such Improve step
 of the round and shared by its later steps). BVMPO's temperature is a learned
@@ -33,7 +39,7 @@ import dataclasses
 import functools
 import json
 import os
-import time
+import shutil
 from collections.abc import Mapping
 from typing import Any
 
@@ -90,7 +96,7 @@ class ImproveConfig:
   input_length: int = 32  # Encoder length S.
   target_length: int = 32  # Decoder length T.
   learning_rate: float = 1e-3  # Learning rate of Improve step 1.
-  lr_decay: float = 0.5  # Step i uses learning_rate * lr_decay**(i-1).
+  lr_decay: float = 0.5  # Step i of each round uses learning_rate * lr_decay**(i-1).
   lr_schedule: str = 'constant'  # optimizers.OptimizerConfig.decay within a step.
   warmup_steps: int = 0  # Linear warm-up of each Improve step.
   eval_period: int = 100  # Steps between validations (and early-stopping checks).
@@ -98,6 +104,8 @@ class ImproveConfig:
   pack: bool = True  # Pack rows for 'bc' (the other losses need one sequence per row).
   shuffle_seed: int = 0  # Data order seed.
   loss_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # Loss kwargs.
+  validate_start: bool = True  # Validate the starting policy (step 0) as the baseline.
+  shuffle_buffer: int = 1 << 16  # Records in the shuffle buffer (Grow writes sources in order).
   gold_lag_period: int = 0  # GOLD: re-sync the lagged policy every N steps (0: never).
   bvmpo_init_log_temperature: float = 0.0  # BVMPO: log eta at the start of a step.
   value: ValueConfig = ValueConfig()  # The value network of 'bvmpo' and 'oac'.
@@ -186,8 +194,8 @@ def _filter_round(round_dir: str, config: ImproveConfig, improve_step: int) -> t
   """Applies the schedule's step to the round.
 
   Returns:
-    (FilterResult, kept-count statistics, [K] kept record keys, the task name
-    suffix and whether `reward > result.tau` alone selects the kept records).
+    (FilterResult, kept-count statistics, [K] kept record keys, and whether
+    `reward > result.tau` alone selects the kept records).
   """
   cols = grow_io.read_records_from(
     grow_io.shard_paths(round_dir, grow_io.verify_round(round_dir)),
@@ -322,6 +330,7 @@ def train_value(
     seed=config.shuffle_seed,
     repeat=True,
     features=('reward',),
+    shuffle_buffer_size=config.shuffle_buffer,
   )
   for _ in range(start):
     next(data)
@@ -410,7 +419,9 @@ def improve(
   manifest = grow_io.verify_round(round_dir)
   filtered, filter_stats, keys, by_tau = _filter_round(round_dir, cfg, improve_step)
   task = _register_filtered(round_dir, manifest['vocab_path'], filtered, keys, by_tau, phase)
-  logging.info('%s: %s keeps %d of %d', phase, filtered.description, filtered.kept, len(keys))
+  logging.info(
+    '%s: %s keeps %d of %d', phase, filtered.description, filtered.kept, filter_stats['total']
+  )
 
   mesh = partitioning.make_mesh(mesh_config)
   model = models.EncoderDecoderModel(model_config)
@@ -449,13 +460,18 @@ def improve(
 
   ckpt_root = os.path.join(model_dir, 'checkpoints', phase)
   last = checkpoints.Checkpointer(os.path.join(ckpt_root, 'last'), max_to_keep=2)
-  best = checkpoints.Checkpointer(
-    os.path.join(ckpt_root, 'best'), max_to_keep=1, best_metric='reward', best_mode='max'
-  )
   if last.latest_step() is not None:
     state = last.restore(train_state_lib.abstract_state(state, shardings))
     logging.info('Resumed %s from step %d', phase, int(state.step))
   start = int(state.step)
+  # A killed attempt may have saved a `best` past the step resumed from: drop it,
+  # so `best` only ever holds a step of the trajectory being continued.
+  best_dir = os.path.join(ckpt_root, 'best')
+  if os.path.isdir(best_dir):
+    for name in os.listdir(best_dir):
+      if name.isdigit() and int(name) > start:
+        shutil.rmtree(os.path.join(best_dir, name))
+  best = checkpoints.Checkpointer(best_dir, max_to_keep=1, best_metric='reward', best_mode='max')
   history_path = os.path.join(model_dir, 'eval', f'{phase}_history.jsonl')
   history = _read_history(history_path, start)
   _write_history(history_path, history)  # Drop rows past the checkpoint we resumed from.
@@ -473,6 +489,7 @@ def improve(
     repeat=True,
     pack=cfg.pack and cfg.loss == 'bc',
     features=spec.batch_fields,
+    shuffle_buffer_size=cfg.shuffle_buffer,
   )
   for _ in range(start):
     next(data)
@@ -480,14 +497,42 @@ def improve(
     loss_fn=make_loss_fn(model, cfg), tx=tx, mesh=mesh, state_shardings=shardings
   )
   lagged = None
-  if cfg.loss == 'gold':  # The lagged policy theta~: a copy, since train steps donate state.
-    lagged = jax.tree.map(jnp.copy, policy_params(state.params))
+  if cfg.loss == 'gold':
+    # The lagged policy theta~: the step's starting policy, re-synced every
+    # gold_lag_period steps (a copy: train steps donate the state). A resumed
+    # step re-syncs at its resume step when that is not a multiple of the period.
+    source = init_params if not cfg.gold_lag_period else policy_params(state.params)
+    lagged = jax.tree.map(jnp.copy, source)
   writer = summaries.Writer(os.path.join(model_dir, 'summaries', phase))
+
+  def validate(step: int) -> bool:
+    """Validation at `step`: history, summaries, `best`; returns whether to stop."""
+    val = evaluation.evaluate_policy(
+      model, policy_params(state.params), mesh, eval_config, reward=reward, progress=progress
+    )
+    row = {'step': step, **{k: v for k, v in val.items() if isinstance(v, (int, float))}}
+    history.append(row)
+    _write_history(history_path, history)
+    writer.scalars('validation', step, row)
+    if step not in best.all_steps():
+      best.save(step, state, {'reward': val['reward']}, force=False)
+    stop = _early_stop_state(history, cfg.patience)[2]
+    msg = (
+      f'[{phase}] step {step}: val reward {val["reward"]:.4f} BLEU {val["bleu"]:.2f} '
+      f'chrF {val["chrf"]:.2f}' + (' (stopping: no gain)' if stop else '')
+    )
+    bar.write(msg) if not bar.disable else print(msg, flush=True)
+    return stop
+
   dropout_rng = jax.random.fold_in(jax.random.key(seed), 1)
   bar = tqdm.tqdm(
     total=cfg.num_train_steps, initial=start, desc=phase, disable=None if progress else True
   )
-  window, tic, step = [], time.time(), start
+  window, step = [], start
+  if cfg.validate_start and not any(r['step'] == 0 for r in history):
+    # The baseline: "while reward improves on D_eval" [PAPER Alg. 1] compares
+    # with the starting policy, which stays `best` if no step beats it.
+    stop = validate(0)
   while not stop and step < cfg.num_train_steps:
     step += 1
     batch = next(data)
@@ -511,27 +556,12 @@ def improve(
       trainer.check_finite(means, step=step, phase=phase)
       writer.scalars('train', step, means)
       bar.set_postfix(loss=f'{means["loss"]:.3f}')
-      window, tic = [], time.time()
+      window = []
     if step % cfg.eval_period == 0 or is_last:
-      val = evaluation.evaluate_policy(
-        model, policy_params(state.params), mesh, eval_config, reward=reward, progress=progress
-      )
-      row = {'step': step, **{k: v for k, v in val.items() if isinstance(v, (int, float))}}
-      history.append(row)
-      _write_history(history_path, history)
-      writer.scalars('validation', step, row)
-      if step not in best.all_steps():  # A resumed step may have saved it already.
-        best.save(step, state, {'reward': val['reward']}, force=False)
-      _, since, stop = _early_stop_state(history, cfg.patience)
-      msg = (
-        f'[{phase}] step {step}: val reward {val["reward"]:.4f} BLEU {val["bleu"]:.2f} '
-        f'chrF {val["chrf"]:.2f}' + (' (stopping: no gain)' if stop else '')
-      )
-      bar.write(msg) if not bar.disable else print(msg, flush=True)
+      stop = validate(step)
       last.save(step, state)
   bar.close()
   writer.close()
-  del tic
   best_step = best.best_step()
   best_row = next(r for r in history if r['step'] == best_step)
   result = {
@@ -539,6 +569,7 @@ def improve(
     'best_step': best_step,
     'steps': step,
     'stopped_early': step < cfg.num_train_steps,
+    'improved': best_step != 0,
     'phase': phase,
     'grow_round': grow_round,
     'improve_step': improve_step,

@@ -14,9 +14,11 @@
 plan, the finished phases and the policy each Grow samples from. A restarted
 run skips finished phases and re-enters the phase it was in; every phase
 resumes from its own checkpoints (BC and Improve from `last`, Grow from its
-finished shards), and all randomness is keyed by phase and step, so a resumed
-run ends with the same parameters and the same `eval/summary.json` as an
-uninterrupted one.
+finished shards). Every phase is a deterministic function of its config, seed
+and the phases before it (data order and dropout keys come from fixed seeds
+and the step), so a resumed run ends with the same parameters and the same
+`eval/summary.json` as an uninterrupted one. Only NUM_GROW_ROUNDS may change
+between restarts (more rounds continue a finished run).
 
 `eval/summary.json` has one row per evaluated policy: phase, g, i, tau,
 loss_name, n_train_examples, val_reward, val_bleu, val_chrf, test_reward,
@@ -150,11 +152,16 @@ class _Run:
     self.model_dir = model_dir
     self.path = os.path.join(model_dir, STATE_FILE)
     state = read_state(model_dir)
-    if state is not None and any(p not in phases for p in state['finished']):
-      raise errors.UserInputError(
-        f'{self.path} was written by a run with phases {state["plan"]}, which this config '
-        f'({phases}) does not continue. Use a new MODEL_DIR.'
-      )
+    if state is not None and state['finished']:
+      same = {k: v for k, v in state['config'].items() if k != 'num_grow_rounds'} == {
+        k: v for k, v in config.items() if k != 'num_grow_rounds'
+      }
+      if not same or state['finished'] != phases[: len(state['finished'])]:
+        raise errors.UserInputError(
+          f'{self.path} was written by a run with config {state["config"]} and phases '
+          f'{state["finished"]} done, which this config ({config}) does not continue (only '
+          'NUM_GROW_ROUNDS may change between restarts). Use a new MODEL_DIR.'
+        )
     self.state = state or {'finished': [], 'current': None, 'policies': {}, 'seconds': {}}
     self.state.update(plan=phases, config=config)
 
@@ -256,6 +263,8 @@ def rest(
       'loss': improve_config.loss,
       'init_from': improve_config.init_from,
       'schedule': repr(improve_config.schedule),
+      'improve_config': repr(improve_config),
+      'reward': repr(reward) if reward is not None else rm_checkpoint or 'reward_model_phase',
     },
   )
   base = initial_policy or 'bc/best'

@@ -536,6 +536,7 @@ def get_dataset(
   max_examples: int | None = None,
   pack: bool = False,
   features: Sequence[str] = (),
+  shuffle_buffer_size: int | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
   """Batches of a task's split in the t5x encoder-decoder layout.
 
@@ -564,6 +565,8 @@ def get_dataset(
       'decoder_positions'. For training only: not with `with_text`.
     features: scalar features of the task's examples to keep, one value per
       row (e.g. a Grow round's 'reward' and 'log_prob'); not with `pack`.
+    shuffle_buffer_size: examples in the shuffle buffer (None: seqio's
+      default, 1,000); data stored in order (a Grow round) needs a large one.
 
   Returns:
     An iterator of dicts: 'encoder_input_tokens' [B, S] int32,
@@ -602,6 +605,7 @@ def get_dataset(
       seed=seed,
       shard_info=shard_info,
       num_epochs=None if repeat else 1,
+      **({} if shuffle_buffer_size is None else {'shuffle_buffer_size': shuffle_buffer_size}),
     )
   else:
     ds = seqio_task.get_dataset(lengths, split=split, shuffle=False, num_epochs=1)

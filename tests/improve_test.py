@@ -223,10 +223,13 @@ def test_improve_step_trains_on_the_filtered_round(grown, tmp_path, loss):
     np.percentile(cols['reward'][~cols['is_human'].astype(bool)], 50), rel=1e-5
   )
   assert result['loss_name'] == loss and result['steps'] == 2
-  assert result['best_step'] == 2 and np.isfinite(result['reward'])
-  # The best checkpoint restores as a plain policy (BVMPO's temperature is dropped).
+  # Step 0 (the starting policy) is validated too: the baseline to beat.
+  assert result['best_step'] in (0, 2) and np.isfinite(result['reward'])
+  assert result['improved'] == (result['best_step'] == 2)
+  # Checkpoints restore as a plain policy (BVMPO's temperature is dropped).
   before, _ = _policy(model_dir, 'bc/best', cfg)
-  after, step = _policy(model_dir, 'g1_i1/best', cfg)
+  _, step = _policy(model_dir, 'g1_i1/best', cfg)
+  after, _ = _policy(model_dir, 'g1_i1/last', cfg)
   assert step == result['best_step']
   assert set(after) == set(before)
   pairs = zip(jax.tree.leaves(after), jax.tree.leaves(before))
@@ -241,7 +244,7 @@ def test_improve_resumes_and_finished_step_is_not_rerun(grown, tmp_path):
   full_dir = _copy_run(grown, tmp_path / 'full')
   full = _improve(grown, full_dir, _config(num_train_steps=4))
   history = [json.loads(x) for x in open(os.path.join(full_dir, 'eval', 'g1_i1_history.jsonl'))]
-  assert [h['step'] for h in history] == [2, 4] and full['best_step'] in (2, 4)
+  assert [h['step'] for h in history] == [0, 2, 4] and full['best_step'] in (0, 2, 4)
   cut_dir = _copy_run(grown, tmp_path / 'cut')
   _improve(grown, cut_dir, _config(num_train_steps=4))
   # Kill after step 2: drop what came later, as a crash would have left it.
@@ -265,10 +268,11 @@ def test_early_stopping_ends_the_step(grown, tmp_path):
   # Validate every step, stop after one validation without a better reward.
   result = _improve(grown, model_dir, _config(num_train_steps=5, eval_period=1, patience=1))
   history = [json.loads(x) for x in open(os.path.join(model_dir, 'eval', 'g1_i1_history.jsonl'))]
+  assert [h['step'] for h in history] == list(range(len(history)))  # 0 (the start), 1, 2, ...
   stops = [improve._early_stop_state(history[: n + 1], 1)[2] for n in range(len(history))]
-  # It ran until the first validation that said stop (or to the end), and no further.
-  expected = stops.index(True) + 1 if True in stops else 5
-  assert result['steps'] == len(history) == expected
+  # It trained until the first validation that said stop (or to the end), and no further.
+  expected = stops.index(True) if True in stops else 5
+  assert result['steps'] == history[-1]['step'] == expected
   assert result['stopped_early'] == (expected < 5)
   assert result['reward'] == max(h['reward'] for h in history)
 

@@ -255,3 +255,17 @@ def test_rest_em_restarts_every_iteration_from_base(corpus, tmp_path):
     assert set(np.unique(cols['reward'])) <= {0.0, 1.0}
   assert [r['loss_name'] for r in rows[1:]] == ['reward_weighted'] * 2
   assert all(r['tau'] == 0.5 for r in rows[1:])
+
+
+def test_restart_with_another_config_is_a_clear_error(tmp_path):
+  model_dir = str(tmp_path)
+  config = {'num_grow_rounds': 1, 'loss': 'bc'}
+  run = rest._Run(model_dir, rest.plan(1, 2, bc=True, rm=False), config)
+  run.start('bc')
+  run.finish('bc', 1.0)
+  # More Grow rounds continue the run.
+  rest._Run(model_dir, rest.plan(2, 2, bc=True, rm=False), {**config, 'num_grow_rounds': 2})
+  with pytest.raises(rest.errors.UserInputError, match='does not continue'):
+    rest._Run(model_dir, rest.plan(1, 2, bc=True, rm=False), {**config, 'loss': 'gold'})
+  with pytest.raises(rest.errors.UserInputError, match='does not continue'):
+    rest._Run(model_dir, rest.plan(1, 2, bc=False, rm=False), config)
