@@ -105,7 +105,7 @@ class ImproveConfig:
   shuffle_seed: int = 0  # Data order seed.
   loss_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # Loss kwargs.
   validate_start: bool = True  # Validate the starting policy (step 0) as the baseline.
-  shuffle_buffer: int = 1 << 16  # Records in the shuffle buffer (Grow writes sources in order).
+  shuffle_buffer: int = 1 << 16  # Most records in the shuffle buffer (Grow writes in order).
   gold_lag_period: int = 0  # GOLD: re-sync the lagged policy every N steps (0: never).
   bvmpo_init_log_temperature: float = 0.0  # BVMPO: log eta at the start of a step.
   value: ValueConfig = ValueConfig()  # The value network of 'bvmpo' and 'oac'.
@@ -238,6 +238,32 @@ def _register_filtered(round_dir: str, vocab_path: str, result, keys, by_tau: bo
   return grow_io.register_round_task(round_dir, vocab_path, keep_keys=keys, tag=tag)
 
 
+def _stream(
+  task: str, cfg: ImproveConfig, batch_size: int, features, *, pack: bool, skip: int, size: int
+):
+  """The shuffled, repeated batches of a round's task (`size` records), past the first `skip`.
+
+  The shuffle buffer holds at most one epoch: seqio shuffles after repeating,
+  so a buffer larger than the data would first read it many times over.
+  """
+  data = tasks.get_dataset(
+    task,
+    'train',
+    input_length=cfg.input_length,
+    target_length=cfg.target_length,
+    batch_size=batch_size,
+    shuffle=True,
+    seed=cfg.shuffle_seed,
+    repeat=True,
+    pack=pack,
+    features=tuple(features),
+    shuffle_buffer_size=max(1, min(cfg.shuffle_buffer, size)),
+  )
+  for _ in range(skip):
+    next(data)
+  return data
+
+
 def _read_history(path: str, up_to_step: int) -> list[dict]:
   if not os.path.exists(path):
     return []
@@ -320,20 +346,15 @@ def train_value(
     return state.params
   manifest = grow_io.verify_round(grow.round_dir(model_dir, grow_round))
   task = grow_io.register_round_task(grow.round_dir(model_dir, grow_round), manifest['vocab_path'])
-  data = tasks.get_dataset(
+  data = _stream(
     task,
-    'train',
-    input_length=config.input_length,
-    target_length=config.target_length,
-    batch_size=vcfg.batch_size,
-    shuffle=True,
-    seed=config.shuffle_seed,
-    repeat=True,
-    features=('reward',),
-    shuffle_buffer_size=config.shuffle_buffer,
+    config,
+    vcfg.batch_size,
+    ('reward',),
+    pack=False,
+    skip=start,
+    size=manifest['num_records'],
   )
-  for _ in range(start):
-    next(data)
   steps = trainer.Trainer(loss_fn=value_model.loss_fn, tx=tx, mesh=mesh, state_shardings=shardings)
   writer = summaries.Writer(os.path.join(model_dir, 'summaries', f'g{grow_round}_value'))
   bar = tqdm.tqdm(
@@ -369,6 +390,7 @@ def improve(
   grow_round: int = 1,
   improve_step: int = 1,
   init_checkpoint: str = 'bc/best',
+  baseline: dict | None = None,
   mesh_config: partitioning.MeshConfig = partitioning.MeshConfig(),
   seed: int = 0,
   progress: bool = True,
@@ -387,6 +409,9 @@ def improve(
     improve_step: i (1-based); uses the schedule's step i-1.
     init_checkpoint: policy to start from, relative to `MODEL_DIR/checkpoints`
       ('bc/best', 'g1_i1/best', ...) or absolute; its latest step is used.
+    baseline: validation metrics of `init_checkpoint` under `eval_config` and
+      `reward`, when the caller has them (the ReST loop's previous eval
+      phase): they stand for the step-0 validation instead of recomputing it.
     mesh_config: device mesh.
     seed: dropout seed.
     progress: progress bars.
@@ -478,21 +503,10 @@ def improve(
   _, _, stop = _early_stop_state(history, cfg.patience)
 
   spec = losses.LOSSES[cfg.loss]
-  data = tasks.get_dataset(
-    task,
-    'train',
-    input_length=cfg.input_length,
-    target_length=cfg.target_length,
-    batch_size=cfg.batch_size,
-    shuffle=True,
-    seed=cfg.shuffle_seed,
-    repeat=True,
-    pack=cfg.pack and cfg.loss == 'bc',
-    features=spec.batch_fields,
-    shuffle_buffer_size=cfg.shuffle_buffer,
+  pack = cfg.pack and cfg.loss == 'bc'
+  data = _stream(
+    task, cfg, cfg.batch_size, spec.batch_fields, pack=pack, skip=start, size=filtered.kept
   )
-  for _ in range(start):
-    next(data)
   steps = trainer.Trainer(
     loss_fn=make_loss_fn(model, cfg), tx=tx, mesh=mesh, state_shardings=shardings
   )
@@ -505,11 +519,12 @@ def improve(
     lagged = jax.tree.map(jnp.copy, source)
   writer = summaries.Writer(os.path.join(model_dir, 'summaries', phase))
 
-  def validate(step: int) -> bool:
+  def validate(step: int, val: dict | None = None) -> bool:
     """Validation at `step`: history, summaries, `best`; returns whether to stop."""
-    val = evaluation.evaluate_policy(
-      model, policy_params(state.params), mesh, eval_config, reward=reward, progress=progress
-    )
+    if val is None:
+      val = evaluation.evaluate_policy(
+        model, policy_params(state.params), mesh, eval_config, reward=reward, progress=progress
+      )
     row = {'step': step, **{k: v for k, v in val.items() if isinstance(v, (int, float))}}
     history.append(row)
     _write_history(history_path, history)
@@ -532,7 +547,7 @@ def improve(
   if cfg.validate_start and not any(r['step'] == 0 for r in history):
     # The baseline: "while reward improves on D_eval" [PAPER Alg. 1] compares
     # with the starting policy, which stays `best` if no step beats it.
-    stop = validate(0)
+    stop = validate(0, baseline)
   while not stop and step < cfg.num_train_steps:
     step += 1
     batch = next(data)

@@ -350,6 +350,7 @@ def rest(
         grow_round=g,
         improve_step=i,
         init_checkpoint=init,
+        baseline=_baseline(model_dir, init, base),
         mesh_config=mesh_config,
         seed=seed,
         progress=progress,
@@ -456,6 +457,16 @@ def _evaluate_phase(
     flush=True,
   )
   return result
+
+
+def _baseline(model_dir: str, checkpoint: str, base: str) -> dict | None:
+  """The validation metrics an eval phase already has for `checkpoint`, or None."""
+  phase = 'eval_bc' if checkpoint == base else f'eval_{checkpoint.removesuffix("/best")}'
+  path = os.path.join(model_dir, 'eval', f'{phase}.json')
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)['val']
 
 
 def _write_summary(model_dir: str, phases: list[str], run: _Run) -> None:
