@@ -253,23 +253,29 @@ def evaluate(
   model_config: network.T5Config,
   eval_config: EvalConfig,
   checkpoint: str = 'best',
+  reward: rewards_lib.RewardFn | None = None,
   mesh_config: partitioning.MeshConfig = partitioning.MeshConfig(),
   progress: bool = True,
   dry_run: bool = False,
 ) -> dict:
-  """`--run_mode=eval`: evaluates a BC checkpoint and writes JSON.
+  """`--run_mode=eval`: evaluates any policy checkpoint on any split and writes JSON.
 
   Args:
-    model_dir: the run directory (holds `checkpoints/bc/{best,last}`).
+    model_dir: the run directory (holds `checkpoints/`).
     model_config: the policy's network config (must match the checkpoint).
     eval_config: split, lengths and batch size.
-    checkpoint: 'best', 'last', or a step number as a string.
+    checkpoint: 'best', 'last' or a step as a string (of `checkpoints/bc`), or
+      a checkpoint directory relative to `MODEL_DIR/checkpoints` such as
+      'g2_i3/best' (its latest step), or an absolute directory.
+    reward: optional reward source (the learned reward model, a metric); adds
+      the mean `reward` of the outputs.
     mesh_config: device mesh.
     progress: show a progress bar.
     dry_run: print the operative config and return None without running.
 
   Returns:
-    The metrics dict, also written to `model_dir/eval/<split>_<checkpoint>.json`.
+    The metrics dict, also written to `model_dir/eval/<split>_<checkpoint>.json`
+    (with '/' in the checkpoint name written as '_').
   """
   if dry_run:
     gin_utils.print_operative_config()
@@ -278,17 +284,24 @@ def evaluate(
   gin_utils.write_config(model_dir, 'config_eval.gin')
   mesh = partitioning.make_mesh(mesh_config)
   model = models.EncoderDecoderModel(model_config)
-  kind = 'best' if checkpoint == 'best' else 'last'
-  step = None if checkpoint in ('best', 'last') else int(checkpoint)
-  directory = os.path.join(model_dir, 'checkpoints', 'bc', kind)
+  step = None
+  if checkpoint in ('best', 'last'):
+    directory = os.path.join(model_dir, 'checkpoints', 'bc', checkpoint)
+  elif checkpoint.isdigit():
+    directory, step = os.path.join(model_dir, 'checkpoints', 'bc', 'last'), int(checkpoint)
+  else:
+    directory = os.path.join(model_dir, 'checkpoints', checkpoint)
   params, step = restore_params(
     model, mesh, directory, step, eval_config.input_length, eval_config.target_length
   )
-  result = evaluate_policy(model, params, mesh, eval_config, progress=progress)
+  result = evaluate_policy(model, params, mesh, eval_config, reward=reward, progress=progress)
   result.update(checkpoint=directory, step=int(step), split=eval_config.split)
-  path = write_json(
-    os.path.join(model_dir, 'eval', f'{eval_config.split}_{checkpoint}.json'), result
-  )
+  name = checkpoint.strip('/').replace('/', '_')
+  path = write_json(os.path.join(model_dir, 'eval', f'{eval_config.split}_{name}.json'), result)
   logging.info('Wrote %s: BLEU %.2f chrF %.2f', path, result['bleu'], result['chrf'])
-  print(json.dumps({k: v for k, v in result.items() if k != 'samples'}, indent=1, default=float))
+  print(
+    json.dumps(
+      {k: v for k, v in result.items() if k not in ('samples', 'hacking')}, indent=1, default=float
+    )
+  )
   return result

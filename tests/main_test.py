@@ -103,6 +103,31 @@ def test_bc_resume_and_eval_in_process(corpus, tmp_path):
   result = json.loads((model_dir / 'eval' / 'test_last.json').read_text())
   assert result['step'] == 9 and result['split'] == 'test' and result['num_examples'] == 16
 
+  # Any checkpoint directory, with a reward.
+  run_main(
+    [
+      '--run_mode=eval',
+      '--gin_file=runs/eval.gin',
+      '--gin_file=models/tiny.gin',
+      f"--gin.MODEL_DIR='{model_dir}'",
+      '--gin.TASK=@tasks.ParallelCorpus()',
+      "--gin.tasks.ParallelCorpus.name='main_test_corpus'",
+      f"--gin.tasks.ParallelCorpus.train_path='{tsv}'",
+      f"--gin.tasks.ParallelCorpus.vocab_path='{vocab}'",
+      '--gin.tasks.ParallelCorpus.num_validation=16',
+      '--gin.tasks.ParallelCorpus.num_test=16',
+      '--gin.VOCAB_SIZE=128',
+      "--gin.CHECKPOINT='bc/best'",
+      '--gin.REWARD=@rewards.SentenceChrF()',
+      '--gin.INPUT_LENGTH=16',
+      '--gin.TARGET_LENGTH=16',
+      '--gin.evaluation.evaluate.progress=False',
+    ]
+  )
+  result = json.loads((model_dir / 'eval' / 'validation_bc_best.json').read_text())
+  assert result['reward'] == pytest.approx(result['chrf_reward'], abs=1e-6)
+  assert 0 <= result['hacking_rate'] <= 1 and 'repetition' in result['hacking']
+
 
 def test_dry_run_prints_config_and_writes_nothing(corpus, tmp_path, capsys):
   tsv, vocab = corpus
