@@ -31,10 +31,7 @@ MESH = partitioning.MeshConfig(num_devices=1)
 def grown(tmp_path_factory):
   """A tiny corpus, a random policy as bc/best and one Grow round scored by chrF."""
   root = tmp_path_factory.mktemp('improve')
-  tsv, vocab = test_utils.write_tiny_corpus(str(root))
-  task = tasks.ParallelCorpus(
-    name='improve_test_corpus', train_path=tsv, vocab_path=vocab, num_validation=8, num_test=8
-  )
+  task, _ = test_utils.tiny_task(str(root), 'improve_test_corpus', held_out=8)
   cfg = test_utils.tiny_config(vocab_size=128)
   model_dir = str(root / 'run')
   test_utils.save_random_policy(model_dir, cfg, step=3)

@@ -83,10 +83,7 @@ def test_bleu_and_chrf_equal_sacrebleus_cli(tmp_path):
 @pytest.fixture(scope='module')
 def policy(tmp_path_factory):
   root = tmp_path_factory.mktemp('infer')
-  tsv, vocab = test_utils.write_tiny_corpus(str(root))
-  task = tasks.ParallelCorpus(
-    name='infer_test_corpus', train_path=tsv, vocab_path=vocab, num_validation=10, num_test=10
-  )
+  task, vocab = test_utils.tiny_task(str(root), 'infer_test_corpus', held_out=10)
   cfg = test_utils.tiny_config(vocab_size=128)
   model_dir = str(root / 'run')
   test_utils.save_random_policy(model_dir, cfg, step=2)

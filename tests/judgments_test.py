@@ -185,7 +185,11 @@ def test_load_mqm_malformed_line(tmp_path):
 
 
 @pytest.mark.skipif(
-  not os.path.exists(_REAL_MQM), reason='the shared MQM data is not on this machine'
+  not os.path.exists(_REAL_MQM),
+  reason=(
+    f'{_REAL_MQM} is not on this machine (WMT MQM is research-use data, read from '
+    '../shared/data and never committed); the fixture-file tests above cover its parser'
+  ),
 )
 def test_load_real_mqm_ende():
   with gzip.open(_REAL_MQM, 'rt', encoding='utf-8') as f:

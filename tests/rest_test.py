@@ -34,11 +34,7 @@ MESH = partitioning.MeshConfig(num_devices=1)
 @pytest.fixture(scope='module')
 def corpus(tmp_path_factory):
   root = tmp_path_factory.mktemp('rest_corpus')
-  tsv, vocab = test_utils.write_tiny_corpus(str(root))
-  task = tasks.ParallelCorpus(
-    name='rest_test_corpus', train_path=tsv, vocab_path=vocab, num_validation=12, num_test=12
-  )
-  return task
+  return test_utils.tiny_task(str(root), 'rest_test_corpus', held_out=12)[0]
 
 
 def _run(task, model_dir, *, max_phases=None, **overrides):

@@ -106,6 +106,20 @@ def write_tiny_corpus(root: str, num_pairs: int = 300) -> tuple[str, str]:
   return tsv, vocab
 
 
+def tiny_task(root: str, name: str, held_out: int):
+  """`write_tiny_corpus` under `root` as a ParallelCorpus task; returns (task, vocab path).
+
+  `held_out` sentences each are carved out for validation and test.
+  """
+  from rest_jax import tasks  # Data layer (TF).
+
+  tsv, vocab = write_tiny_corpus(root)
+  task = tasks.ParallelCorpus(
+    name=name, train_path=tsv, vocab_path=vocab, num_validation=held_out, num_test=held_out
+  )
+  return task, vocab
+
+
 def save_random_policy(model_dir: str, config: network.T5Config, step: int) -> None:
   """Saves a randomly initialised policy TrainState as `model_dir/checkpoints/bc/best`."""
   import jax
