@@ -17,6 +17,7 @@ import os
 import time
 
 from absl import app, flags
+from policy_speed import SIZES  # bench/ is on sys.path when this script runs.
 
 from rest_jax import (
   evaluation,
@@ -36,16 +37,7 @@ _LOSSES = flags.DEFINE_list('losses', sorted(improve.losses.LOSSES), 'Losses to 
 _EVAL_EXAMPLES = flags.DEFINE_integer('eval_examples', 250, 'Validation sentences.')
 
 # The shapes of gin/rest/demo_cpu.gin (models/mini.gin, the rest.gin reward model).
-POLICY = network.T5Config(
-  vocab_size=4000,
-  emb_dim=128,
-  num_heads=4,
-  head_dim=32,
-  mlp_dim=512,
-  num_encoder_layers=2,
-  num_decoder_layers=2,
-  logits_via_embedding=True,
-)
+POLICY = network.T5Config(vocab_size=4000, **SIZES['mini'])
 RM = reward_model.RewardModelConfig(
   encoder=network.T5Config(
     vocab_size=4000,
