@@ -25,6 +25,7 @@ from rest_jax import (
   gin_utils,
   metrics,
   models,
+  multihost,
   network,
   partitioning,
   tasks,
@@ -99,7 +100,7 @@ def evaluate_policy(
       m = trainer.to_host(loss_fn(params, device_batch))
       for k in sums:
         sums[k] += float(m[k])
-      tokens = np.asarray(predict(params, device_batch))[:n]
+      tokens = multihost.host_array(predict(params, device_batch))[:n]
       hyps += _decode_texts(vocab, tokens)
       refs += [str(t) for t in batch['targets_pretokenized'][:n]]
       srcs += [str(t) for t in batch['inputs_pretokenized'][:n]]
@@ -203,7 +204,12 @@ def check_vocab_size(model_config: network.T5Config, task: Any) -> None:
 
 
 def write_json(path: str, obj: Any) -> str:
-  """Writes `obj` as indented JSON to `path` atomically; returns the path."""
+  """Writes `obj` as indented JSON to `path` atomically; returns the path.
+
+  In a multi-process run only process 0 writes (`multihost.is_primary`).
+  """
+  if not multihost.is_primary():
+    return path
   os.makedirs(os.path.dirname(path), exist_ok=True)
   tmp = path + '.tmp'
   with open(tmp, 'w') as f:

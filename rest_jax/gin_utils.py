@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 import gin
-from rest_jax import errors
+from rest_jax import errors, multihost
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The repository's gin/ (a source checkout has setup.py beside it; an installed
@@ -159,9 +159,11 @@ def print_operative_config() -> None:
 
 
 def write_config(model_dir: str, filename: str = 'config.gin') -> str:
-  """Writes the operative gin config to `model_dir/filename` atomically."""
-  os.makedirs(model_dir, exist_ok=True)
+  """Writes the operative gin config to `model_dir/filename` atomically (process 0 only)."""
   path = os.path.join(model_dir, filename)
+  if not multihost.is_primary():
+    return path
+  os.makedirs(model_dir, exist_ok=True)
   tmp = path + '.tmp'
   text = gin.operative_config_str() or gin.config_str()
   with open(tmp, 'w') as f:

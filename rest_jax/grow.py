@@ -40,6 +40,7 @@ from rest_jax import (
   gin_utils,
   grow_io,
   models,
+  multihost,
   network,
   partitioning,
   rewards,
@@ -167,7 +168,7 @@ class _Sampler:
     batch = partitioning.shard_batch({'encoder_input_tokens': enc}, self.mesh)
     with partitioning.axis_rules(self.mesh):
       tokens, log_probs = self._sample(self.params, batch, rng)
-    return np.asarray(tokens), np.asarray(log_probs)
+    return multihost.host_array(tokens), multihost.host_array(log_probs)
 
   def score(self, enc: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Sequence log-likelihood [B] of `targets` [B, T] (with EOS) given `enc`."""
@@ -183,7 +184,7 @@ class _Sampler:
       self.mesh,
     )
     with partitioning.axis_rules(self.mesh):
-      return np.asarray(self._score(self.params, batch))
+      return multihost.host_array(self._score(self.params, batch))
 
 
 def _pad_rows(rows: Sequence[np.ndarray], num_rows: int, length: int, eos: bool) -> np.ndarray:
@@ -207,11 +208,15 @@ def _grow_chunk(
   grow_round: int,
   policy_step: int,
   timing: dict[str, float],
+  owner: bool = True,
 ) -> list[dict]:
   """Samples, scores and builds the records of one chunk of sources.
 
   Adds the seconds spent sampling (policy and human-reference scoring) and
   computing rewards to `timing['sample_seconds']` / `timing['reward_seconds']`.
+  Sampling runs on the global mesh, so every process takes part in it; only
+  the chunk's `owner` builds the records and computes their rewards (the other
+  processes return []).
   """
   key = jax.random.fold_in(jax.random.key(cfg.seed), chunk)
   order = sorted(ids, key=lambda i: (len(sources.tokens[i]), i))  # Similar lengths together.
@@ -234,6 +239,8 @@ def _grow_chunk(
       scored = sampler.score(enc, _pad_rows(rows, cfg.batch_size, cfg.target_length, eos=True))
       human_lp = {i: float(scored[row]) for row, i in enumerate(batch_ids) if i in refs}
     timing['sample_seconds'] += time.perf_counter() - tic
+    if not owner:
+      continue
     for row, i in enumerate(batch_ids):
       base = {
         'inputs': sources.tokens[i],
@@ -266,6 +273,8 @@ def _grow_chunk(
             is_human=1,
           )
         )
+  if not owner:
+    return []
   tic = time.perf_counter()
   scores = reward_fn(
     [r['inputs_pretokenized'] for r in records],
@@ -329,6 +338,8 @@ def grow(
   num_sources = len(sources.texts)
   num_shards = -(-num_sources // grow_config.sources_per_shard)
   done = grow_io.finished_shards(out_dir, num_shards)
+  # Every process must skip the same shards: scan before any process writes.
+  multihost.barrier(f'grow g{grow_round}: finished shards scanned')
 
   mesh = partitioning.make_mesh(mesh_config)
   if grow_config.batch_size % partitioning.num_batch_shards(mesh):
@@ -342,8 +353,12 @@ def grow(
     model, mesh, ckpt_dir, None, grow_config.input_length, grow_config.target_length
   )
   sampler = _Sampler(model, params, mesh, sampling, grow_config.target_length)
-  shards = dict(done)
-  start, new_records = time.time(), 0
+  process, num_processes = jax.process_index(), jax.process_count()
+  if num_processes > 1:
+    # Load a learned reward now, on every process together (restoring a
+    # checkpoint is collective), not at each process's first own shard.
+    reward(['.'], ['.'], ['.'])
+  start = time.time()
   timing = {'sample_seconds': 0.0, 'reward_seconds': 0.0}
   bar = tqdm.tqdm(
     total=num_shards,
@@ -371,57 +386,90 @@ def grow(
       grow_round,
       int(policy_step),
       timing,
+      owner=chunk % num_processes == process,
     )
-    shards[chunk] = grow_io.write_shard(out_dir, chunk, num_shards, records)
-    new_records += len(records)
+    if chunk % num_processes == process:  # Shard `chunk` belongs to process chunk % P.
+      grow_io.write_shard(out_dir, chunk, num_shards, records, process=process)
     bar.update(1)
   bar.close()
   seconds = time.time() - start
-  cols = grow_io.read_records_from(
-    [os.path.join(out_dir, shards[i]['file']) for i in range(num_shards)],
-    ('reward', 'is_human', 'targets'),
-  )
-  is_human = cols['is_human'].astype(bool)
-  sampled = int((~is_human).sum())
-  sampled_tokens = int(sum(len(t) + 1 for t in cols['targets'][~is_human]))
-  grow_io.write_manifest(
-    out_dir,
-    [shards[i] for i in range(num_shards)],
-    grow_round=grow_round,
-    policy_checkpoint=ckpt_dir,
-    policy_step=int(policy_step),
-    task=str(getattr(grow_config.task, 'name', grow_config.task)),
-    split=grow_config.split,
-    num_sources=num_sources,
-    sampling=dataclasses.asdict(sampling),
-    grow_config={k: v for k, v in dataclasses.asdict(grow_config).items() if k != 'task'},
-    reward_source=getattr(reward, 'name', type(reward).__name__),
-    reward_stats=grow_io.reward_statistics(cols['reward']),
-    reward_stats_samples=grow_io.reward_statistics(cols['reward'][~is_human]),
-    reward_stats_human=grow_io.reward_statistics(cols['reward'][is_human]),
-    timing={
-      'seconds_this_run': seconds,
-      'records_this_run': new_records,
-      **timing,
-      'resumed_shards': len(done),
-    },
-    sampled_sequences=sampled,
-    sampled_tokens=sampled_tokens,
-    vocab_path=vocab.sentencepiece_model_file,
-    seqio_task=grow_io.round_task_name(out_dir),
-  )
-  writer = summaries.Writer(os.path.join(model_dir, 'summaries', 'grow'))
-  for name, stats in (('all', 'reward_stats'), ('samples', 'reward_stats_samples')):
-    st = grow_io.read_manifest(out_dir)[stats]
-    if st.get('count'):
-      quantiles = {f'reward_q{float(q):g}': v for q, v in st['quantiles'].items()}
-      writer.scalars(name, grow_round, {'reward_mean': st['mean'], **quantiles})
-  writer.close()
+  multihost.barrier(f'grow g{grow_round}: shards written')
+  if multihost.is_primary():
+    _write_round_manifest(
+      out_dir,
+      num_shards,
+      done,
+      grow_round=grow_round,
+      policy_checkpoint=ckpt_dir,
+      policy_step=int(policy_step),
+      task=str(getattr(grow_config.task, 'name', grow_config.task)),
+      split=grow_config.split,
+      num_sources=num_sources,
+      sampling=dataclasses.asdict(sampling),
+      grow_config={k: v for k, v in dataclasses.asdict(grow_config).items() if k != 'task'},
+      reward_source=getattr(reward, 'name', type(reward).__name__),
+      timing={'seconds_this_run': seconds, **timing, 'resumed_shards': len(done)},
+      num_processes=num_processes,
+      vocab_path=vocab.sentencepiece_model_file,
+      seqio_task=grow_io.round_task_name(out_dir),
+    )
+  multihost.barrier(f'grow g{grow_round}: manifest written')
+  if multihost.is_primary():
+    _write_round_summaries(model_dir, out_dir, grow_round)
   # D_g as a seqio task (unfiltered; Improve registers `reward > tau` views).
   grow_io.register_round_task(out_dir, vocab.sentencepiece_model_file)
   manifest = grow_io.verify_round(out_dir)
   logging.info('Grow round %d: %d records in %s', grow_round, manifest['num_records'], out_dir)
   return manifest
+
+
+def _write_round_manifest(out_dir: str, num_shards: int, resumed: dict, **meta) -> None:
+  """Process 0, after every process wrote its shards: the round's manifest.
+
+  Args:
+    out_dir: the round directory.
+    num_shards: K, the number of shards of the round.
+    resumed: {index: info} of the shards finished before this run started.
+    **meta: JSON metadata stored in the manifest (`timing` gains the record count).
+
+  Raises:
+    grow_io.GrowDataError: a shard is missing or does not match its sidecar.
+  """
+  shards = grow_io.finished_shards(out_dir, num_shards)
+  missing = sorted(set(range(num_shards)) - set(shards))
+  if missing:
+    raise grow_io.GrowDataError(
+      f'{out_dir}: shards {missing} are missing or corrupt after every process finished Grow.'
+    )
+  infos = [shards[i] for i in range(num_shards)]
+  cols = grow_io.read_records_from(
+    [os.path.join(out_dir, s['file']) for s in infos], ('reward', 'is_human', 'targets')
+  )
+  is_human = cols['is_human'].astype(bool)
+  new = sum(s['count'] for i, s in shards.items() if i not in resumed)
+  meta['timing']['records_this_run'] = new
+  grow_io.write_manifest(
+    out_dir,
+    infos,
+    reward_stats=grow_io.reward_statistics(cols['reward']),
+    reward_stats_samples=grow_io.reward_statistics(cols['reward'][~is_human]),
+    reward_stats_human=grow_io.reward_statistics(cols['reward'][is_human]),
+    sampled_sequences=int((~is_human).sum()),
+    sampled_tokens=int(sum(len(t) + 1 for t in cols['targets'][~is_human])),
+    **meta,
+  )
+
+
+def _write_round_summaries(model_dir: str, out_dir: str, grow_round: int) -> None:
+  """TensorBoard: the round's reward mean and quantiles (all records; samples only)."""
+  writer = summaries.Writer(os.path.join(model_dir, 'summaries', 'grow'))
+  manifest = grow_io.read_manifest(out_dir)
+  for name, stats in (('all', 'reward_stats'), ('samples', 'reward_stats_samples')):
+    st = manifest[stats]
+    if st.get('count'):
+      quantiles = {f'reward_q{float(q):g}': v for q, v in st['quantiles'].items()}
+      writer.scalars(name, grow_round, {'reward_mean': st['mean'], **quantiles})
+  writer.close()
 
 
 def inspect(

@@ -113,7 +113,11 @@ def _write_json(path: str, obj: Any) -> None:
 
 
 def write_shard(
-  round_dir: str, index: int, num_shards: int, records: Iterable[Mapping[str, Any]]
+  round_dir: str,
+  index: int,
+  num_shards: int,
+  records: Iterable[Mapping[str, Any]],
+  process: int = 0,
 ) -> dict:
   """Writes one shard (temp name, then rename) and its sidecar.
 
@@ -122,9 +126,10 @@ def write_shard(
     index: shard index in [0, num_shards).
     num_shards: total number of shards of the round.
     records: the records (dicts with every schema key).
+    process: index of the process that wrote it (recorded in the sidecar).
 
   Returns:
-    {'file': name, 'count': records written, 'sha256': hex digest}.
+    {'file': name, 'count': records written, 'sha256': hex digest, 'process': process}.
   """
   tf.io.gfile.makedirs(round_dir)
   name = shard_name(index, num_shards)
@@ -136,7 +141,7 @@ def write_shard(
       writer.write(encode_record(record))
       count += 1
   tf.io.gfile.rename(tmp, path, overwrite=True)
-  info = {'file': name, 'count': count, 'sha256': _sha256(path)}
+  info = {'file': name, 'count': count, 'sha256': _sha256(path), 'process': process}
   _write_json(path + '.json', info)
   return info
 

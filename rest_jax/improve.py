@@ -59,6 +59,7 @@ from rest_jax import (
   grow_io,
   losses,
   models,
+  multihost,
   network,
   optimizers,
   partitioning,
@@ -273,6 +274,8 @@ def _read_history(path: str, up_to_step: int) -> list[dict]:
 
 
 def _write_history(path: str, rows: list[dict]) -> None:
+  if not multihost.is_primary():
+    return
   os.makedirs(os.path.dirname(path), exist_ok=True)
   tmp = path + '.tmp'
   with open(tmp, 'w') as f:
@@ -492,10 +495,11 @@ def improve(
   # A killed attempt may have saved a `best` past the step resumed from: drop it,
   # so `best` only ever holds a step of the trajectory being continued.
   best_dir = os.path.join(ckpt_root, 'best')
-  if os.path.isdir(best_dir):
+  if multihost.is_primary() and os.path.isdir(best_dir):
     for name in os.listdir(best_dir):
       if name.isdigit() and int(name) > start:
         shutil.rmtree(os.path.join(best_dir, name))
+  multihost.barrier(f'{phase}: stale best dropped')
   best = checkpoints.Checkpointer(best_dir, max_to_keep=1, best_metric='reward', best_mode='max')
   history_path = os.path.join(model_dir, 'eval', f'{phase}_history.jsonl')
   history = _read_history(history_path, start)

@@ -37,6 +37,7 @@ from rest_jax import (
   grow,
   metrics,
   models,
+  multihost,
   network,
   partitioning,
   rewards,
@@ -203,6 +204,8 @@ def sample_candidates(
 
 
 def _write_lines(path: str, lines: Sequence[str]) -> None:
+  if not multihost.is_primary():
+    return
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path + '.tmp', 'w', encoding='utf-8') as f:
     f.writelines(lines)

@@ -17,6 +17,13 @@ Flags:
                       gin `include`s.
   --dry_run           build the run's arguments from the config, print the
                       operative config and exit without running.
+  --multiprocess      join a multi-process run (jax.distributed.initialize)
+                      before anything else: every process runs this same
+                      command. With no other flag the cluster is detected
+                      (Cloud TPU VMs, SLURM); elsewhere give the next three.
+  --coordinator_address  host:port of process 0 (with --multiprocess).
+  --num_processes     number of processes (with --multiprocess).
+  --process_id        this process's index, 0..num_processes-1.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app, flags, logging
 
-from rest_jax import errors, gin_utils
+from rest_jax import errors, gin_utils, multihost
 
 # run_mode -> (module, function). Imported lazily so that --help is fast.
 RUN_MODES = {
@@ -50,6 +57,18 @@ _GIN_FILE = flags.DEFINE_multi_string('gin_file', [], 'Gin file(s), parsed in or
 _GIN_BINDINGS = flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings.')
 _GIN_SEARCH_PATHS = flags.DEFINE_list('gin_search_paths', [], 'Extra gin search folders.')
 _DRY_RUN = flags.DEFINE_bool('dry_run', False, 'Print the operative config and exit.')
+_MULTIPROCESS = flags.DEFINE_bool(
+  'multiprocess', False, 'Call jax.distributed.initialize first (every process runs this command).'
+)
+_COORDINATOR = flags.DEFINE_string(
+  'coordinator_address', None, 'host:port of process 0 (--multiprocess; default: detected).'
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+  'num_processes', None, 'Number of processes (--multiprocess; default: detected).'
+)
+_PROCESS_ID = flags.DEFINE_integer(
+  'process_id', None, "This process's index (--multiprocess; default: detected)."
+)
 
 
 def run_fn(run_mode: str):
@@ -67,6 +86,17 @@ def main(argv) -> None:
   if not flags.FLAGS['verbosity'].present:
     # Library INFO logs (Orbax, seqio) drown the progress bars; -v 0 brings them back.
     logging.set_verbosity(logging.WARNING)
+  explicit = [_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value]
+  if not _MULTIPROCESS.value and any(v is not None for v in explicit):
+    raise app.UsageError(
+      '--coordinator_address / --num_processes / --process_id need --multiprocess.'
+    )
+  if _MULTIPROCESS.value:
+    try:
+      multihost.initialize(*explicit)
+    except ValueError as e:
+      raise app.UsageError(str(e)) from None
+    multihost.quiet_unless_primary()
   fn = run_fn(_RUN_MODE.value)
   try:
     gin_utils.parse_gin_flags(_GIN_SEARCH_PATHS.value, _GIN_FILE.value, _GIN_BINDINGS.value)

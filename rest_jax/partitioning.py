@@ -121,14 +121,28 @@ def num_batch_shards(mesh: Mesh) -> int:
 
 
 def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-  """Places a host numpy batch on the mesh, split over the batch axes.
+  """Places a global host batch on the mesh, split over the batch axes.
 
-  Non-numeric entries (e.g. texts) are dropped. Single-process only; the
-  multi-process path assembles global arrays from per-host shards.
+  Every process holds the same global batch (the input pipeline is
+  deterministic and reads it on every host) and transfers only the rows its own
+  devices hold: in a multi-process run, process p feeds its share of every
+  batch. Non-numeric entries (e.g. texts) are dropped.
+
+  Args:
+    batch: {name: [B, ...] numpy array}; B divisible by `num_batch_shards(mesh)`.
+    mesh: the device mesh.
+
+  Returns:
+    {name: [B, ...] global jax.Array sharded over ('data', 'fsdp')}.
   """
   sharding = batch_sharding(mesh)
-  return {
-    k: jax.device_put(np.asarray(v), sharding)
-    for k, v in batch.items()
-    if np.asarray(v).dtype.kind in 'biuf'
-  }
+  out = {}
+  for k, v in batch.items():
+    v = np.asarray(v)
+    if v.dtype.kind not in 'biuf':
+      continue
+    if jax.process_count() == 1:
+      out[k] = jax.device_put(v, sharding)
+    else:
+      out[k] = jax.make_array_from_callback(v.shape, sharding, lambda index, v=v: v[index])
+  return out

@@ -49,6 +49,7 @@ from rest_jax import (
   improve,
   infer,
   models,
+  multihost,
   network,
   optimizers,
   partitioning,
@@ -164,6 +165,7 @@ class _Run:
         )
     self.state = state or {'finished': [], 'current': None, 'policies': {}, 'seconds': {}}
     self.state.update(plan=phases, config=config)
+    multihost.barrier('rest: state read')  # Before process 0 writes it again.
 
   def done(self, phase: str) -> bool:
     return phase in self.state['finished']
@@ -179,6 +181,8 @@ class _Run:
     for key, value in updates.items():
       self.state[key].update(value)
     self._write()
+    # Every process finishes the phase before any reads what it wrote.
+    multihost.barrier(f'rest: {phase} finished')
 
   def _write(self) -> None:
     evaluation.write_json(self.path, self.state)
@@ -386,7 +390,8 @@ def rest(
         )
     run.finish(phase, time.time() - tic, **updates)
     ran += 1
-    report.write_report(model_dir)
+    if multihost.is_primary():
+      report.write_report(model_dir)
   rows = read_summary(model_dir)
   if rows:
     print(format_summary(rows), flush=True)

@@ -46,6 +46,7 @@ from rest_jax import (
   grow,
   grow_io,
   judgments,
+  multihost,
   network,
   optimizers,
   partitioning,
@@ -210,7 +211,7 @@ def predict(config, params, inputs: np.ndarray, mesh, batch_size: int) -> np.nda
       chunk = inputs[start : start + batch_size]
       padded = trainer.zeros_like_batch({'inputs': chunk}, batch_size)
       batch = partitioning.shard_batch(padded, mesh)
-      out.append(np.asarray(_predict(config, params, batch['inputs']))[: len(chunk)])
+      out.append(multihost.host_array(_predict(config, params, batch['inputs']))[: len(chunk)])
   return np.concatenate(out) if out else np.zeros((0,), np.float32)
 
 

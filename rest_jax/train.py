@@ -27,6 +27,7 @@ from rest_jax import (
   evaluation,
   gin_utils,
   models,
+  multihost,
   network,
   optimizers,
   partitioning,
@@ -199,7 +200,8 @@ def _log_eval(writer, history_path: str, step: int, result: dict) -> None:
   """Validation metrics to TensorBoard and to a JSON-lines history."""
   scalars = {k: v for k, v in result.items() if isinstance(v, (int, float))}
   writer.scalars('validation', step, scalars)
-  os.makedirs(os.path.dirname(history_path), exist_ok=True)
-  with open(history_path, 'a') as f:
-    f.write(json.dumps({'step': step, **scalars}) + '\n')
+  if multihost.is_primary():
+    os.makedirs(os.path.dirname(history_path), exist_ok=True)
+    with open(history_path, 'a') as f:
+      f.write(json.dumps({'step': step, **scalars}) + '\n')
   logging.info('step %d validation %s', step, {k: round(float(v), 4) for k, v in scalars.items()})

@@ -21,7 +21,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from rest_jax import partitioning
+from rest_jax import multihost, partitioning
 from rest_jax import train_state as train_state_lib
 
 LossFn = Callable[[Any, Mapping[str, jax.Array], jax.Array | None], tuple[jax.Array, dict]]
@@ -146,7 +146,7 @@ def tree_size(tree: Any) -> int:
 
 def to_host(tree: Any) -> Any:
   """Fetches a pytree of device arrays as numpy."""
-  return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
+  return jax.tree.map(multihost.host_array, tree)
 
 
 def lr_at(schedule: optax.Schedule, step: int) -> float:
