@@ -50,7 +50,17 @@ setuptools.setup(
     'tqdm>=4.66',
   ],
   extras_require={
-    'test': ['pytest>=8', 'pytest-xdist>=3.5', 'ruff>=0.6'],
+    'test': [
+      'pytest>=8',
+      'pytest-xdist>=3.5',
+      'ruff>=0.6',
+      # tests/t5_import_test.py builds tiny Hugging Face T5 models (CPU torch).
+      'torch==2.13.0',
+      'transformers>=4.40',
+      'safetensors>=0.4',
+    ],
+    # --run_mode=import_t5 reads model.safetensors (pytorch_model.bin needs torch too).
+    'import': ['safetensors>=0.4'],
     'gpu': ['jax[cuda12]>=0.7.1'],
     'tpu': ['jax[tpu]>=0.7.1'],
   },

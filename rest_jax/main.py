@@ -50,6 +50,7 @@ RUN_MODES = {
   'rest': ('rest_jax.rest', 'rest'),
   'report': ('rest_jax.report', 'report'),
   'infer': ('rest_jax.infer', 'infer'),
+  'import_t5': ('rest_jax.t5_import', 'import_t5'),
 }
 
 _RUN_MODE = flags.DEFINE_enum('run_mode', None, sorted(RUN_MODES), 'Which run function to call.')

@@ -7,7 +7,8 @@ imported later:
 * Relative position biases: one bucketed embedding per stack, computed once and
   shared by every layer of that stack (bidirectional buckets in the encoder,
   causal buckets in the decoder); cross-attention has no position bias.
-* Gated-GELU MLP: `wo(gelu(wi_0 x) * wi_1 x)`.
+* Gated-GELU MLP: `wo(gelu(wi_0 x) * wi_1 x)` (`mlp_activations`; original
+  T5's non-gated ReLU MLP `wo(relu(wi x))` is `mlp_activations=('relu',)`).
 * No 1/sqrt(d) scaling of attention logits: the scaling is folded into the
   initialisation of the query projection, as in Mesh TensorFlow and t5x.
 * Optional tied embeddings (`logits_via_embedding`), with the T5 rescaling of
@@ -34,6 +35,14 @@ import jax.numpy as jnp
 import numpy as np
 
 _NEG_INF = -1e10
+# MLP activations by name. 'gelu' is the tanh approximation (T5 v1.1, HF's gelu_new).
+_ACTIVATIONS = {
+  'gelu': functools.partial(nn.gelu, approximate=True),
+  'gelu_exact': functools.partial(nn.gelu, approximate=False),
+  'relu': nn.relu,
+  'silu': nn.silu,
+  'linear': lambda x: x,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +54,9 @@ class T5Config:
   num_heads: int = 8  # Attention heads H.
   head_dim: int = 64  # Per-head width D (H*D need not equal E, as in T5).
   mlp_dim: int = 1024  # Hidden width M of the gated-GELU MLP.
+  # One MLP input projection per entry, their activations multiplied: `wi_0`, `wi_1`
+  # for T5 v1.1's gated GELU; a single entry is a plain `wi` (original T5: ('relu',)).
+  mlp_activations: tuple[str, ...] = ('gelu', 'linear')
   num_encoder_layers: int = 6  # Encoder depth.
   num_decoder_layers: int = 6  # Decoder depth.
   dropout_rate: float = 0.0  # Dropout after embeddings, sublayers, final norm.
@@ -55,6 +67,16 @@ class T5Config:
   param_dtype: str = 'float32'  # Parameter dtype.
   pad_id: int = 0  # Padding id; also the decoder start token (T5).
   eos_id: int = 1  # End-of-sequence id.
+
+  def __post_init__(self):
+    # A tuple even when gin passes a list: configs are hashed (jit static arguments).
+    object.__setattr__(self, 'mlp_activations', tuple(self.mlp_activations))
+    unknown = [a for a in self.mlp_activations if a not in _ACTIVATIONS]
+    if not self.mlp_activations or unknown:
+      raise ValueError(
+        f'T5Config.mlp_activations={self.mlp_activations!r}: use one or more of '
+        f'{", ".join(_ACTIVATIONS)}.'
+      )
 
   @property
   def activation_dtype(self) -> jnp.dtype:
@@ -304,7 +326,11 @@ class MultiHeadAttention(nn.Module):
 
 
 class GatedMlp(nn.Module):
-  """T5 v1.1 feed-forward: `wo(gelu(wi_0 x) * wi_1 x)`."""
+  """T5 v1.1 feed-forward: `wo(gelu(wi_0 x) * wi_1 x)`.
+
+  In general `wo(prod_i act_i(wi_i x))` over `config.mlp_activations`; with a
+  single activation the projection is named `wi` (original T5: `wo(relu(wi x))`).
+  """
 
   config: T5Config
 
@@ -313,9 +339,12 @@ class GatedMlp(nn.Module):
     """Maps `x` [B, L, E] to [B, L, E] through a hidden layer of width M."""
     cfg = self.config
     dense = functools.partial(DenseGeneral, features=(cfg.mlp_dim,), config=cfg)
-    h0 = dense(kernel_axes=('embed', 'mlp'), name='wi_0')(x)
-    h1 = dense(kernel_axes=('embed', 'mlp'), name='wi_1')(x)
-    h = nn.gelu(h0, approximate=True) * h1
+    acts = cfg.mlp_activations
+    h = None
+    for i, act in enumerate(acts):
+      name = f'wi_{i}' if len(acts) > 1 else 'wi'
+      hi = _ACTIVATIONS[act](dense(kernel_axes=('embed', 'mlp'), name=name)(x))  # [B, L, M]
+      h = hi if h is None else h * hi
     h = _constraint(h, ('activation_batch', 'activation_length', 'activation_mlp'))
     if enable_dropout and cfg.dropout_rate > 0:
       h = nn.Dropout(cfg.dropout_rate)(h, deterministic=False)

@@ -88,6 +88,8 @@ class BCConfig:
   num_train_steps: int = 500  # Optimizer steps.
   eval_period: int = 250  # Steps between validations (the best checkpoint is by chrF).
   log_period: int = 50  # Steps between logged train metrics.
+  # Start from this policy checkpoint (e.g. 'pretrained/best' of --run_mode=import_t5).
+  init_checkpoint: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,6 +305,7 @@ def rest(
         eval_period=bc.eval_period,
         mesh_config=mesh_config,
         seed=seed,
+        init_checkpoint=bc.init_checkpoint,
         progress=progress,
       )
     elif phase == 'rm':

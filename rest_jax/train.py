@@ -74,6 +74,7 @@ def train(
   checkpoint: CheckpointConfig = CheckpointConfig(),
   mesh_config: partitioning.MeshConfig = partitioning.MeshConfig(),
   seed: int = 0,
+  init_checkpoint: str | None = None,
   progress: bool = True,
   phase: str = 'bc',
   dry_run: bool = False,
@@ -93,6 +94,10 @@ def train(
     checkpoint: checkpoint cadence and best-checkpoint metric.
     mesh_config: device mesh.
     seed: parameter-init and dropout seed.
+    init_checkpoint: start from this policy checkpoint's parameters instead of
+      random ones (e.g. 'pretrained/best' written by --run_mode=import_t5);
+      relative to `MODEL_DIR/checkpoints`, or absolute. The optimizer starts
+      fresh. Ignored when the phase resumes from its own `last` checkpoint.
     progress: show progress bars (also off when stderr is not a terminal).
     phase: name of the phase (checkpoint, summary and eval file names).
     dry_run: print the operative config and return None without running.
@@ -118,7 +123,19 @@ def train(
   def init_params(r):
     return model.init(r, train_data.input_length, train_data.target_length)['params']
 
-  state, shardings = train_state_lib.create_sharded(init_params, tx, rng, mesh)
+  if init_checkpoint is None:
+    state, shardings = train_state_lib.create_sharded(init_params, tx, rng, mesh)
+  else:
+    params, init_step = evaluation.restore_params(
+      model,
+      mesh,
+      os.path.join(model_dir, 'checkpoints', init_checkpoint),
+      None,
+      train_data.input_length,
+      train_data.target_length,
+    )
+    logging.info('%s starts from %s (step %d)', phase, init_checkpoint, init_step)
+    state, shardings = train_state_lib.from_params(params, init_params, tx, mesh)
   logging.info('Policy: %.2fM parameters, mesh %s', trainer.tree_size(state.params) / 1e6, mesh)
   ckpt_root = os.path.join(model_dir, 'checkpoints', phase)
   last = checkpoints.Checkpointer(os.path.join(ckpt_root, 'last'), max_to_keep=checkpoint.keep)

@@ -24,6 +24,7 @@ _REQUIRED = {
     'REWARD = @rewards.SentenceChrF()',
   ],
   'runs/inspect.gin': ["ROUND_DIR = '/tmp/unused/grow/g1'"],
+  'runs/import_t5.gin': ["HF_CHECKPOINT = '/tmp/unused'", "MODEL_DIR = '/tmp/unused'"],
   'runs/improve.gin': [
     "MODEL_DIR = '/tmp/unused'",
     'TASK = @tasks.tatoeba_en_de()',
