@@ -88,10 +88,13 @@ def evaluate_policy(
   data = _eval_batches(config)
   sums = {'nll_sum': 0.0, 'correct': 0.0, 'num_tokens': 0.0}
   hyps, refs, srcs = [], [], []
-  rows = config.batch_size
+  # Pad every batch to a multiple of the mesh's batch shards (padding rows are
+  # masked out of the loss and dropped from the outputs).
+  shards = partitioning.num_batch_shards(mesh)
+  rows = -(-config.batch_size // shards) * shards
   with partitioning.axis_rules(mesh):
     bar = tqdm.tqdm(
-      data, desc=f'eval {config.split}', disable=None if progress else True, leave=False
+      data, desc=f'eval {config.split}', disable=multihost.bar_disable(progress), leave=False
     )
     for batch in bar:
       n = len(batch['decoder_target_tokens'])

@@ -158,8 +158,33 @@ def print_operative_config() -> None:
   print(gin.operative_config_str())
 
 
+def check_model_dir(model_dir: str) -> None:
+  """Refuses a URL as MODEL_DIR: run directories are file-system paths.
+
+  The run files (JSON, histories, rest_state.json, the report) are written with
+  POSIX calls, so a `gs://` bucket must be mounted (e.g. with gcsfuse, which
+  `launch/tpu_pod.sh` does) and given by its mount path.
+
+  Raises:
+    errors.UserInputError: `model_dir` has a scheme such as `gs://`.
+  """
+  if '://' in str(model_dir):
+    raise errors.UserInputError(
+      f'MODEL_DIR={model_dir!r}: give a file-system path that every process sees. Mount a '
+      'Cloud Storage bucket with gcsfuse (launch/tpu_pod.sh does for --model_dir=gs://...) '
+      'and use the mount path.'
+    )
+
+
 def write_config(model_dir: str, filename: str = 'config.gin') -> str:
-  """Writes the operative gin config to `model_dir/filename` atomically (process 0 only)."""
+  """Writes the operative gin config to `model_dir/filename` atomically (process 0 only).
+
+  Every run function calls this first, so it also checks `model_dir`.
+
+  Raises:
+    errors.UserInputError: `model_dir` is a URL (`check_model_dir`).
+  """
+  check_model_dir(model_dir)
   path = os.path.join(model_dir, filename)
   if not multihost.is_primary():
     return path

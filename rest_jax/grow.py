@@ -214,9 +214,10 @@ def _grow_chunk(
 
   Adds the seconds spent sampling (policy and human-reference scoring) and
   computing rewards to `timing['sample_seconds']` / `timing['reward_seconds']`.
-  Sampling runs on the global mesh, so every process takes part in it; only
-  the chunk's `owner` builds the records and computes their rewards (the other
-  processes return []).
+  In a multi-process run every process takes part in sampling (on the global
+  mesh) and computes the rewards of an interleaved share of the records
+  (`multihost.map_rows`); only the chunk's `owner` returns the records (the
+  others return []) and writes them.
   """
   key = jax.random.fold_in(jax.random.key(cfg.seed), chunk)
   order = sorted(ids, key=lambda i: (len(sources.tokens[i]), i))  # Similar lengths together.
@@ -239,8 +240,6 @@ def _grow_chunk(
       scored = sampler.score(enc, _pad_rows(rows, cfg.batch_size, cfg.target_length, eos=True))
       human_lp = {i: float(scored[row]) for row, i in enumerate(batch_ids) if i in refs}
     timing['sample_seconds'] += time.perf_counter() - tic
-    if not owner:
-      continue
     for row, i in enumerate(batch_ids):
       base = {
         'inputs': sources.tokens[i],
@@ -273,18 +272,24 @@ def _grow_chunk(
             is_human=1,
           )
         )
+  tic = time.perf_counter()
+
+  def score(indices):
+    chosen = [records[j] for j in indices]
+    scores = reward_fn(
+      [r['inputs_pretokenized'] for r in chosen],
+      [r['targets_pretokenized'] for r in chosen],
+      [r['reference'] for r in chosen],
+    )
+    return np.stack([scores.reward, scores.raw], axis=1)
+
+  scores = multihost.map_rows(score, len(records), 2, f'grow g{grow_round} rewards')
+  timing['reward_seconds'] += time.perf_counter() - tic
+  if not np.all(np.isfinite(scores[:, 0])):
+    raise FloatingPointError(f'grow g{grow_round}: non-finite reward in chunk {chunk}.')
   if not owner:
     return []
-  tic = time.perf_counter()
-  scores = reward_fn(
-    [r['inputs_pretokenized'] for r in records],
-    [r['targets_pretokenized'] for r in records],
-    [r['reference'] for r in records],
-  )
-  timing['reward_seconds'] += time.perf_counter() - tic
-  if not np.all(np.isfinite(scores.reward)):
-    raise FloatingPointError(f'grow g{grow_round}: non-finite reward in chunk {chunk}.')
-  for r, value, raw in zip(records, scores.reward, scores.raw):
+  for r, (value, raw) in zip(records, scores):
     r['reward'], r['raw_reward'] = float(value), float(raw)
   records.sort(key=lambda r: (r['source_id'], r['sample_index']))
   return records
@@ -356,7 +361,7 @@ def grow(
   process, num_processes = jax.process_index(), jax.process_count()
   if num_processes > 1:
     # Load a learned reward now, on every process together (restoring a
-    # checkpoint is collective), not at each process's first own shard.
+    # checkpoint may be collective), whatever rows each process scores first.
     reward(['.'], ['.'], ['.'])
   start = time.time()
   timing = {'sample_seconds': 0.0, 'reward_seconds': 0.0}
@@ -365,7 +370,7 @@ def grow(
     initial=len(done),
     desc=f'grow g{grow_round}',
     unit='shard',
-    disable=None if progress else True,
+    disable=multihost.bar_disable(progress),
   )
   for chunk in range(num_shards):
     if chunk in done:
@@ -388,14 +393,19 @@ def grow(
       timing,
       owner=chunk % num_processes == process,
     )
+    error = None
     if chunk % num_processes == process:  # Shard `chunk` belongs to process chunk % P.
-      grow_io.write_shard(out_dir, chunk, num_shards, records, process=process)
+      try:
+        grow_io.write_shard(out_dir, chunk, num_shards, records, process=process)
+      except Exception as e:  # noqa: BLE001  (raised on every process just below)
+        error = e
+    multihost.raise_together(error, f'grow g{grow_round}: writing shard {chunk}')
     bar.update(1)
   bar.close()
   seconds = time.time() - start
   multihost.barrier(f'grow g{grow_round}: shards written')
-  if multihost.is_primary():
-    _write_round_manifest(
+  multihost.on_primary(
+    lambda: _write_round_manifest(
       out_dir,
       num_shards,
       done,
@@ -412,8 +422,9 @@ def grow(
       num_processes=num_processes,
       vocab_path=vocab.sentencepiece_model_file,
       seqio_task=grow_io.round_task_name(out_dir),
-    )
-  multihost.barrier(f'grow g{grow_round}: manifest written')
+    ),
+    f'grow g{grow_round}: manifest',
+  )  # Returns on every process once process 0 wrote it.
   if multihost.is_primary():
     _write_round_summaries(model_dir, out_dir, grow_round)
   # D_g as a seqio task (unfiltered; Improve registers `reward > tau` views).

@@ -364,7 +364,7 @@ def train_value(
     total=vcfg.num_train_steps,
     initial=start,
     desc=f'value g{grow_round}',
-    disable=None if progress else True,
+    disable=multihost.bar_disable(progress),
   )
   window = []
   for step in range(start + 1, vcfg.num_train_steps + 1):
@@ -545,7 +545,7 @@ def improve(
 
   dropout_rng = jax.random.fold_in(jax.random.key(seed), 1)
   bar = tqdm.tqdm(
-    total=cfg.num_train_steps, initial=start, desc=phase, disable=None if progress else True
+    total=cfg.num_train_steps, initial=start, desc=phase, disable=multihost.bar_disable(progress)
   )
   window, step = [], start
   if cfg.validate_start and not any(r['step'] == 0 for r in history):

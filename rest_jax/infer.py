@@ -192,7 +192,9 @@ def sample_candidates(
   key = jax.random.key(cfg.seed)
   out: list[list[str]] = []
   starts = range(0, len(tokens), rows)
-  for b, start in enumerate(tqdm.tqdm(starts, desc='infer', disable=None if progress else True)):
+  for b, start in enumerate(
+    tqdm.tqdm(starts, desc='infer', disable=multihost.bar_disable(progress))
+  ):
     chunk = tokens[start : start + rows]
     enc = grow._pad_rows(chunk, rows, cfg.input_length, eos=True)  # noqa: SLF001
     sampled, _ = sampler.sample(enc, jax.random.fold_in(key, b))

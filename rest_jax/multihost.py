@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 
 def initialize(
@@ -85,6 +87,19 @@ def is_primary() -> bool:
   return jax.process_index() == 0
 
 
+def bar_disable(progress: bool) -> bool | None:
+  """tqdm's `disable` for a progress bar: off unless `progress` and process 0.
+
+  Args:
+    progress: the run function's `progress` argument.
+
+  Returns:
+    None (tqdm decides: shown on a terminal only) on process 0 with `progress`,
+    else True.
+  """
+  return None if progress and is_primary() else True
+
+
 def barrier(name: str) -> None:
   """Waits until every process reaches the barrier `name` (no-op in one process).
 
@@ -92,19 +107,110 @@ def barrier(name: str) -> None:
     name: a label, the same on every process (it shows in timeouts).
   """
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # Lazy: only multi-process runs need it.
-
     multihost_utils.sync_global_devices(name)
 
 
 def host_array(x: jax.Array) -> np.ndarray:
-  """The whole of a global array `x` [...] as numpy [...] on every host.
+  """The whole of a global array on every host.
 
-  A fully addressable array (any single-process array) is copied directly; a
-  sharded array spread over processes is all-gathered first.
+  Args:
+    x: a jax.Array [...] (any sharding), or a numpy array.
+
+  Returns:
+    numpy [...]: copied directly when this process holds all of `x` (always in
+    a single process), all-gathered from every process otherwise.
   """
   if getattr(x, 'is_fully_addressable', True) or x.is_fully_replicated:
     return np.asarray(x)
-  from jax.experimental import multihost_utils
-
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+class PeerError(RuntimeError):
+  """Another process failed in a step that every process takes part in."""
+
+
+def raise_together(error: BaseException | None, what: str) -> None:
+  """A collective error check: every process raises if any process had an error.
+
+  Call it on every process, after a step that only some processes may fail
+  (one process writing a file, say); without it the others would wait forever
+  at the next collective.
+
+  Args:
+    error: this process's exception, or None.
+    what: a label for the error the other processes raise.
+
+  Raises:
+    The exception `error` on the process that had it; `PeerError` on the others.
+  """
+  _all_ok(error is None, what, error)
+
+
+def _all_ok(ok: bool, what: str, error: BaseException | None) -> None:
+  if jax.process_count() == 1:
+    if error is not None:
+      raise error
+    return
+  flags = np.asarray(multihost_utils.process_allgather(np.asarray([ok])))
+  if error is not None:
+    raise error
+  if not flags.all():
+    failed = [int(p) for p in np.flatnonzero(~flags.reshape(-1))]
+    raise PeerError(f'{what}: process(es) {failed} failed; see their logs.')
+
+
+def on_primary(fn: Callable[[], None], what: str) -> None:
+  """Runs `fn` on process 0 only; every process returns, or raises, together.
+
+  Replaces "process 0 writes, then a barrier": if `fn` fails on process 0,
+  the others raise `PeerError` instead of waiting at the barrier forever.
+
+  Args:
+    fn: the work of process 0 (e.g. writing a manifest).
+    what: a label for errors.
+  """
+  error = None
+  if is_primary():
+    try:
+      fn()
+    except Exception as e:  # noqa: BLE001  (re-raised below, after the others know)
+      error = e
+  _all_ok(error is None, what, error)
+
+
+def map_rows(
+  fn: Callable[[Sequence[int]], np.ndarray], n: int, width: int, what: str
+) -> np.ndarray:
+  """Computes `fn` on rows 0..n-1 split over the processes; returns all n on every one.
+
+  Process p computes the rows p, p + P, p + 2P, ... (interleaved, so sorted
+  inputs spread evenly); the results are all-gathered. In a single process this
+  is `fn(range(n))`. A failure on any process raises on every process.
+
+  Args:
+    fn: `indices -> values [len(indices), width]` (called with at least one index).
+    n: number of rows.
+    width: number of values per row.
+    what: a label for errors.
+
+  Returns:
+    numpy float32 [n, width]; row i is `fn([i])[0]`.
+  """
+  count = jax.process_count()
+  if count == 1:
+    return np.asarray(fn(list(range(n))), np.float32).reshape(n, width)
+  rows = list(range(jax.process_index(), n, count))
+  error, local = None, np.zeros((0, width), np.float32)
+  try:
+    if rows:
+      local = np.asarray(fn(rows), np.float32).reshape(len(rows), width)
+  except Exception as e:  # noqa: BLE001  (re-raised below, after the others know)
+    error = e
+  _all_ok(error is None, what, error)
+  padded = np.zeros((-(-n // count), width), np.float32)
+  padded[: len(rows)] = local
+  gathered = np.asarray(multihost_utils.process_allgather(padded))  # [P, ceil(n / P), width]
+  out = np.zeros((n, width), np.float32)
+  for p in range(count):
+    out[p::count] = gathered[p, : len(range(p, n, count))]
+  return out

@@ -102,6 +102,8 @@ class RewardModelPhase:
   num_train_steps: int = 800  # Optimizer steps.
   batch_size: int = 64  # Judgments per step.
   loss: str = 'regression'  # 'regression' or 'bradley_terry'.
+  # Start from this reward-model checkpoint (e.g. 'pretrained_rm/best' of --run_mode=import_t5).
+  init_checkpoint: str | None = None
 
 
 def plan(num_grow_rounds: int, num_improve_steps: int, *, bc: bool, rm: bool) -> list[str]:
@@ -183,11 +185,11 @@ class _Run:
     for key, value in updates.items():
       self.state[key].update(value)
     self._write()
-    # Every process finishes the phase before any reads what it wrote.
-    multihost.barrier(f'rest: {phase} finished')
 
   def _write(self) -> None:
-    evaluation.write_json(self.path, self.state)
+    # Process 0 writes; every process returns once it has (or raises if it
+    # failed), so no process reads a phase's files before the phase finished.
+    multihost.on_primary(lambda: evaluation.write_json(self.path, self.state), self.path)
 
 
 def rest(
@@ -321,6 +323,7 @@ def rest(
         loss=rm.loss,
         mesh_config=mesh_config,
         seed=seed,
+        init_checkpoint=rm.init_checkpoint,
         progress=progress,
       )
     elif kind == 'grow':
@@ -393,8 +396,7 @@ def rest(
         )
     run.finish(phase, time.time() - tic, **updates)
     ran += 1
-    if multihost.is_primary():
-      report.write_report(model_dir)
+    multihost.on_primary(lambda: report.write_report(model_dir), 'the run report')
   rows = read_summary(model_dir)
   if rows:
     print(format_summary(rows), flush=True)

@@ -266,6 +266,7 @@ def train_rm(
   eval_batch_size: int = 256,
   mesh_config: partitioning.MeshConfig = partitioning.MeshConfig(),
   seed: int = 0,
+  init_checkpoint: str | None = None,
   progress: bool = True,
   dry_run: bool = False,
 ) -> dict | None:
@@ -284,6 +285,10 @@ def train_rm(
     eval_batch_size: rows per scoring batch in evaluation.
     mesh_config: device mesh.
     seed: init and data-order seed.
+    init_checkpoint: start from this reward-model checkpoint's parameters (e.g.
+      'pretrained_rm/best', a T5 encoder written by `--run_mode=import_t5
+      --gin.TARGET="'reward_model'"`); relative to `MODEL_DIR/checkpoints`, or
+      absolute. Ignored when the phase resumes from its own checkpoint.
     progress: progress bars.
     dry_run: print the operative config and return None.
 
@@ -319,11 +324,18 @@ def train_rm(
 
   mesh = partitioning.make_mesh(mesh_config)
   tx = optimizers.make(optimizer, num_train_steps)
-  state, shardings = train_state_lib.create_sharded(
-    lambda r: reward_model.init_params(rm_config, r)['params'], tx, jax.random.key(seed), mesh
-  )
   root = os.path.join(model_dir, 'checkpoints', 'rm')
   last = checkpoints.Checkpointer(os.path.join(root, 'last'), max_to_keep=1)
+
+  def init_fn(r):
+    return reward_model.init_params(rm_config, r)['params']
+
+  if init_checkpoint is None or last.latest_step() is not None:
+    state, shardings = train_state_lib.create_sharded(init_fn, tx, jax.random.key(seed), mesh)
+  else:
+    init_dir = os.path.join(model_dir, 'checkpoints', init_checkpoint)
+    params, _ = reward_model.load_params(rm_config, init_dir, mesh=mesh)
+    state, shardings = train_state_lib.from_params(params, init_fn, tx, mesh)
   if last.latest_step() is not None:
     state = last.restore(train_state_lib.abstract_state(state, shardings))
   if loss == 'bradley_terry':  # Preference pairs within a source, built in memory.
@@ -360,7 +372,7 @@ def train_rm(
     total=num_train_steps,
     initial=int(state.step),
     desc='train_rm',
-    disable=None if progress else True,
+    disable=multihost.bar_disable(progress),
   )
   for step in range(int(state.step), num_train_steps):
     batch = partitioning.shard_batch(next_batch(step), mesh)

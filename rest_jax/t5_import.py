@@ -716,6 +716,11 @@ def import_t5(
     return None
   if target not in TARGETS:
     raise errors.UserInputError(f'import_t5: target={target!r}; use one of {", ".join(TARGETS)}.')
+  if jax.process_count() > 1:
+    raise errors.UserInputError(
+      'import_t5 is a one-off conversion: run it in one process (without --multiprocess); '
+      'every process of a later run restores the checkpoint it writes.'
+    )
   cfg = load_hf_config(hf_checkpoint)
   if dropout_rate is not None:
     cfg = dataclasses.replace(cfg, dropout_rate=float(dropout_rate))

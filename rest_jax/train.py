@@ -123,7 +123,9 @@ def train(
   def init_params(r):
     return model.init(r, train_data.input_length, train_data.target_length)['params']
 
-  if init_checkpoint is None:
+  ckpt_root = os.path.join(model_dir, 'checkpoints', phase)
+  last = checkpoints.Checkpointer(os.path.join(ckpt_root, 'last'), max_to_keep=checkpoint.keep)
+  if init_checkpoint is None or last.latest_step() is not None:
     state, shardings = train_state_lib.create_sharded(init_params, tx, rng, mesh)
   else:
     params, init_step = evaluation.restore_params(
@@ -137,8 +139,6 @@ def train(
     logging.info('%s starts from %s (step %d)', phase, init_checkpoint, init_step)
     state, shardings = train_state_lib.from_params(params, init_params, tx, mesh)
   logging.info('Policy: %.2fM parameters, mesh %s', trainer.tree_size(state.params) / 1e6, mesh)
-  ckpt_root = os.path.join(model_dir, 'checkpoints', phase)
-  last = checkpoints.Checkpointer(os.path.join(ckpt_root, 'last'), max_to_keep=checkpoint.keep)
   best = checkpoints.Checkpointer(
     os.path.join(ckpt_root, 'best'),
     max_to_keep=1,
@@ -163,14 +163,16 @@ def train(
     pack=train_data.pack,
   )
   # Exact resume: replay the data order up to where the last run stopped.
-  for _ in tqdm.trange(start_step, desc='skip seen batches', disable=None if progress else True):
+  for _ in tqdm.trange(
+    start_step, desc='skip seen batches', disable=multihost.bar_disable(progress)
+  ):
     next(data)
   writer = summaries.Writer(os.path.join(model_dir, 'summaries', phase))
   history_path = os.path.join(model_dir, 'eval', f'{phase}_history.jsonl')
   dropout_rng = jax.random.fold_in(rng, 1)
   window, tic, result = [], time.time(), None
   bar = tqdm.tqdm(
-    total=num_train_steps, initial=start_step, desc=phase, disable=None if progress else True
+    total=num_train_steps, initial=start_step, desc=phase, disable=multihost.bar_disable(progress)
   )
   for step in range(start_step + 1, num_train_steps + 1):
     batch = partitioning.shard_batch(next(data), mesh)

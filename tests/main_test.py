@@ -206,3 +206,11 @@ def test_rest_dry_run_builds_the_whole_loop(tmp_path, capsys):
   out = capsys.readouterr().out
   assert 'rest.rest' in out and 'NUM_GROW_ROUNDS = 2' in out and 'NUM_IMPROVE_STEPS = 3' in out
   assert not (tmp_path / 'demo').exists()
+
+
+def test_model_dir_url_is_refused_with_a_clear_error():
+  from rest_jax import errors, gin_utils
+
+  with pytest.raises(errors.UserInputError, match='gcsfuse'):
+    gin_utils.check_model_dir('gs://bucket/run')
+  gin_utils.check_model_dir('/mnt/gcs/bucket/run')  # A mounted path is fine.

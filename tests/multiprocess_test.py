@@ -6,7 +6,8 @@ through `python -m rest_jax.main --run_mode=rest` twice, at the same time:
 * once in one process with 4 CPU devices;
 * once in two processes with 2 CPU devices each (`--multiprocess
   --coordinator_address=localhost:<port> --num_processes=2 --process_id=i`),
-  which form the same global (data=2, fsdp=2, model=1) mesh.
+  which form the same global (data=1, fsdp=4, model=1) mesh: parameters and
+  optimizer state are sharded across both processes.
 
 Both must write the same results; the two-process run's Grow manifest lists
 shards written by both processes, and its checkpoints (each process wrote its
@@ -86,8 +87,8 @@ MIN_KEPT = 4
 EVAL_EXAMPLES = 12
 TEST_EXAMPLES = 12
 EVAL_BATCH_SIZE = 12
-MESH_DATA = -1
-MESH_FSDP = 2
+MESH_DATA = 1
+MESH_FSDP = -1
 """
 
 
@@ -198,11 +199,22 @@ def test_checkpoint_of_two_processes_restores_in_one(runs, checkpoint):
       model, mesh, os.path.join(model_dir, 'checkpoints', checkpoint), None, L, L
     )
     restored[name] = (jax.tree.map(np.asarray, params), step)
+  # Both processes wrote parts of it (their own shards under ocdbt.process_<i>).
+  data = os.path.join(two, 'checkpoints', checkpoint, str(restored['two'][1]), 'default')
+  assert all(_folder_bytes(os.path.join(data, f'ocdbt.process_{p}')) > 0 for p in (0, 1))
   (p1, s1), (p2, s2) = restored['one'], restored['two']
   assert s1 == s2
   assert jax.tree.structure(p1) == jax.tree.structure(p2)
   for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)):
     np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+
+
+def _folder_bytes(folder):
+  return sum(
+    os.path.getsize(os.path.join(root, name))
+    for root, _, names in os.walk(folder)
+    for name in names
+  )
 
 
 def _tiny_gin_model():

@@ -103,6 +103,11 @@ def test_loss_and_grads_match_one_device(name, shape, references):
     assert any('fsdp' in str(s) for s in specs)
   if (fsdp, model) == (1, 1):  # Pure data parallelism: every parameter replicated.
     assert all(leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(params))
+  # The scalar heads are annotated too: [E, 1] kernels split over 'fsdp' (the
+  # output unit is never split).
+  head = {'value': 'value_head', 'reward_model': 'head'}.get(name)
+  if head:
+    assert params[head]['kernel'].sharding.spec == P('fsdp', None)
 
 
 def test_fsdp_shards_optimizer_state_like_params():

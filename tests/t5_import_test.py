@@ -484,3 +484,54 @@ def test_bc_starts_from_the_imported_policy(tmp_path):
   assert step == 1
   for a, b in zip(jax.tree.leaves(imported), jax.tree.leaves(trained)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_reward_model_training_starts_from_the_imported_encoder(tmp_path):
+  """`train_rm(init_checkpoint=...)`: with a zero learning rate the encoder stays the import."""
+  from rest_jax import optimizers, partitioning, reward_training, tasks  # Data layer (TF).
+
+  folder = write_checkpoint('v1_1', str(tmp_path / 'hf'), 'safetensors')
+  model_dir = str(tmp_path / 'run')
+  one_device = partitioning.MeshConfig(num_devices=1)
+  result = t5_import.import_t5(
+    hf_checkpoint=folder, model_dir=model_dir, target='reward_model', mesh_config=one_device
+  )
+  tsv = str(tmp_path / 'pairs.tsv')
+  with open(tsv, 'w') as f:
+    f.write(''.join(f'{s}\t{t}\n' for s, t in test_utils.synthetic_pairs(120)))
+  task = tasks.ParallelCorpus(
+    name='t5_import_rm_corpus',
+    train_path=tsv,
+    vocab_path=result['vocab_path'],
+    num_validation=8,
+    num_test=8,
+  )
+  cfg = t5_import.load_hf_config(folder)
+  rm_config = reward_model.RewardModelConfig(encoder=cfg, max_length=24)
+  reward_training.train_rm(
+    model_dir=model_dir,
+    rm_config=rm_config,
+    policy_config=cfg,
+    judgments_config=reward_training.JudgmentsConfig(
+      task=task,
+      num_train_sources=16,
+      num_eval_sources=8,
+      policy_samples_per_source=0,
+      corruptions_per_pair=1,
+      use_mqm=False,
+    ),
+    optimizer=optimizers.OptimizerConfig(learning_rate=0.0, warmup_steps=0, weight_decay=0.0),
+    num_train_steps=1,
+    batch_size=8,
+    eval_batch_size=8,
+    mesh_config=one_device,
+    init_checkpoint='pretrained_rm/best',
+    progress=False,
+  )
+  imported, _ = reward_model.load_params(rm_config, result['checkpoint_dir'])
+  trained, step = reward_model.load_params(
+    rm_config, os.path.join(model_dir, 'checkpoints', 'rm', 'last')
+  )
+  assert step == 1
+  for a, b in zip(jax.tree.leaves(imported), jax.tree.leaves(trained)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
