@@ -23,7 +23,8 @@ SLURM = os.path.join(REPO, 'launch', 'gpu_slurm.sbatch')
 # sets JAX_PLATFORMS and XLA_FLAGS for the test session).
 SCRIPT_ENV = (
   'RUN_MODE GIN_FILE MODEL_DIR PORT DEVICES_PER_PROCESS PYTHON JAX_PLATFORMS XLA_FLAGS TPU_NAME '
-  'ZONE PROJECT ACCELERATOR_TYPE RUNTIME_VERSION REMOTE_DIR REST_JAX_DIR SRUN_ARGS SLURM_JOB_ID '
+  'ZONE PROJECT ACCELERATOR_TYPE RUNTIME_VERSION MOUNT_ROOT REMOTE_DIR REST_JAX_DIR SRUN_ARGS '
+  'SLURM_JOB_ID '
   'SLURM_SUBMIT_DIR'
 ).split()
 
@@ -84,10 +85,15 @@ def split_env(words):
   return assignments, words[i:]
 
 
+def remote_command(gcloud_words):
+  """The --command of a printed gcloud ssh command."""
+  (command,) = [w[len('--command=') :] for w in gcloud_words if w.startswith('--command=')]
+  return command
+
+
 def remote_words(gcloud_words):
   """The words of an ssh --command as the worker's shell parses it: a second shell pass."""
-  (command,) = [w[len('--command=') :] for w in gcloud_words if w.startswith('--command=')]
-  return shlex.split(command)
+  return shlex.split(remote_command(gcloud_words))
 
 
 def write_executable(path, text):
@@ -194,9 +200,10 @@ def test_quote_prints_readme_style_gin_strings():
              '--devices_per_process', '--print-only', 'RUN_MODE', 'GIN_FILE', 'MODEL_DIR', 'PORT',
              'DEVICES_PER_PROCESS', 'PYTHON', 'JAX_PLATFORMS', 'XLA_FLAGS']),
     (TPU, ['--tpu', '--zone', '--project', '--accelerator-type', '--runtime-version', '--create',
-           '--skip-setup', '--run_mode', '--gin_file', '--model_dir', '--remote-dir', '--python',
-           '--print-only', 'TPU_NAME', 'ZONE', 'PROJECT', 'ACCELERATOR_TYPE', 'RUNTIME_VERSION',
-           'REMOTE_DIR', 'gs://']),
+           '--skip-setup', '--run_mode', '--gin_file', '--model_dir', '--mount-root',
+           '--remote-dir', '--python', '--print-only', 'TPU_NAME', 'ZONE', 'PROJECT',
+           'ACCELERATOR_TYPE', 'RUNTIME_VERSION', 'MOUNT_ROOT', 'REMOTE_DIR', 'gs://', 'gcsfuse',
+           '~/gcs']),
     (SLURM, ['--run_mode', '--gin_file', '--model_dir', '--print-only', 'RUN_MODE', 'GIN_FILE',
              'MODEL_DIR', 'PYTHON', 'REST_JAX_DIR', 'SRUN_ARGS', 'sbatch']),
   ],
@@ -355,6 +362,20 @@ def test_local_failure_stops_the_other_processes(recorder):
 TPU_ARGS = ['--tpu=rest-v4', '--zone=us-central2-b', '--project=my-proj', '--model_dir=gs://b/r']
 WHERE = ['--zone=us-central2-b', '--project=my-proj']
 TPU_VM = ['gcloud', 'compute', 'tpus', 'tpu-vm']
+# The setup step's gcsfuse install and the run's mount of bucket b, for a gs://b/... model dir: both
+# skipped where already done.
+INSTALL_GCSFUSE = (
+  '{ command -v gcsfuse >/dev/null || { echo "deb [signed-by=/usr/share/keyrings/cloud.google.asc]'
+  ' https://packages.cloud.google.com/apt gcsfuse-$(lsb_release -c -s) main"'
+  ' | sudo tee /etc/apt/sources.list.d/gcsfuse.list >/dev/null'
+  ' && curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg'
+  ' | sudo tee /usr/share/keyrings/cloud.google.asc >/dev/null'
+  ' && sudo apt-get update -q && sudo apt-get install -y -q gcsfuse; }; } && '
+)
+MOUNT_B = (
+  'GCS_MOUNT=$HOME/gcs/b && { mountpoint -q "$GCS_MOUNT" ||'
+  ' { mkdir -p "$GCS_MOUNT" && gcsfuse --implicit-dirs b "$GCS_MOUNT"; }; } && '
+)
 
 
 @pytest.fixture
@@ -390,13 +411,16 @@ def test_tpu_print_only_lists_every_step(tpu_repo):
   assert archive[:5] == ['git', 'archive', '--format=tar.gz', '-o', archive[4]]
   assert scp == [*TPU_VM, 'scp', archive[4], 'rest-v4:rest_jax.tar.gz', '--worker=all', *WHERE]
   assert install[:-1] == [*TPU_VM, 'ssh', 'rest-v4', '--worker=all', *WHERE]
-  assert ' '.join(remote_words(install)) == (
+  assert remote_command(install) == INSTALL_GCSFUSE + (
     'mkdir -p rest_jax && tar -xzf rest_jax.tar.gz -C rest_jax && rm rest_jax.tar.gz'
-    ' && cd rest_jax && python3 -m pip install -q -e .[tpu]'
+    ' && cd rest_jax && python3 -m pip install -q -e ".[tpu]"'
   )
   for words in (scp, install, launch):
     assert '--worker=all' in words and all(w in words for w in WHERE)
-  assert remote_words(launch) == [
+  # The run mounts the bucket (unless mounted) and gets the mount path as its MODEL_DIR.
+  assert remote_command(launch).startswith(MOUNT_B + 'cd rest_jax && python3 -m rest_jax.main ')
+  words = remote_words(launch)
+  assert words[words.index('cd') :] == [
     'cd',
     'rest_jax',
     '&&',
@@ -406,9 +430,40 @@ def test_tpu_print_only_lists_every_step(tpu_repo):
     '--multiprocess',
     '--run_mode=rest',
     '--gin_file=gin/rest/tatoeba_en_de_gpu.gin',
-    "--gin.MODEL_DIR='gs://b/r'",
+    "--gin.MODEL_DIR='$GCS_MOUNT/r'",
     *FORWARDED,
   ]
+
+
+def test_tpu_mount_root_and_bucket_paths(tpu_repo):
+  def launch(*args, **kwargs):
+    return remote_command(printed(tpu_repo, '--tpu=t', '--skip-setup', *args, **kwargs)[-1])
+
+  assert launch('--model_dir=gs://b') == (
+    MOUNT_B + 'cd rest_jax && python3 -m rest_jax.main --multiprocess --run_mode=rest'
+    ' --gin_file=gin/rest/tatoeba_en_de_gpu.gin "--gin.MODEL_DIR=\'$GCS_MOUNT\'"'
+  )
+  for root, mount_point in [
+    ('~', '$HOME/my-b.1'),
+    ('~/m/', '$HOME/m/my-b.1'),
+    ('/mnt/gcs', '/mnt/gcs/my-b.1'),
+    ('mnt', '$HOME/mnt/my-b.1'),
+  ]:
+    command = launch('--model_dir=gs://my-b.1/x/y', f'--mount-root={root}')
+    assert command.startswith(f'GCS_MOUNT={mount_point} && ')
+    assert '"--gin.MODEL_DIR=\'$GCS_MOUNT/x/y\'"' in command
+  command = launch(env=clean_env(MOUNT_ROOT='/m', MODEL_DIR='gs://b/r'))
+  assert command.startswith('GCS_MOUNT=/m/b && ')
+  for args, message in [
+    (['--model_dir=gs://My_Bucket/r'], '--model_dir=gs://My_Bucket/r: not a gs://BUCKET/DIR'),
+    (['--model_dir=gs:///r'], '--model_dir=gs:///r: not a gs://BUCKET/DIR'),
+    (['--model_dir=s3://b/r'], '--model_dir=s3://b/r: give gs://BUCKET/DIR'),
+    (['--model_dir=gs://b/r', '--mount-root=/a b'], '--mount-root may hold only'),
+    (['--model_dir=gs://b/r', '--mount-root=a/~'], '--mount-root may hold only'),
+    (["--gin.MODEL_DIR='gs://b/r'"], 'rest_jax needs a file-system path'),
+  ]:
+    proc = run(tpu_repo, '--print-only', '--tpu=t', '--skip-setup', *args, check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith('error: ' + message), proc.stderr
 
 
 def test_tpu_creates_only_with_create_and_skips_setup(tpu_repo):
@@ -429,7 +484,7 @@ def test_tpu_options_env_and_quoting_through_two_shells(tpu_repo):
     tpu_repo,
     '--skip-setup',
     '--remote-dir=/opt/code',
-    "--gin.MODEL_DIR='gs://b/a b'",
+    "--gin.MODEL_DIR='/nfs/a b'",
     *FORWARDED,
     *AFTER_DASHES,
     env=env,
@@ -446,7 +501,7 @@ def test_tpu_options_env_and_quoting_through_two_shells(tpu_repo):
     '--multiprocess',
     '--run_mode=bc',
     '--gin_file=gin/bc/x.gin',
-    "--gin.MODEL_DIR='gs://b/a b'",
+    "--gin.MODEL_DIR='/nfs/a b'",
     *FORWARDED,
     *AFTER_DASHES[1:],
   ]
@@ -470,12 +525,18 @@ def test_tpu_requires_a_name_and_a_model_dir(tpu_repo):
   proc = run(tpu_repo, '--print-only', '--tpu=t', check=False)
   assert proc.returncode == 2 and proc.stderr.startswith('error: --model_dir=gs://')
   proc = run(tpu_repo, '--print-only', '--tpu=t', '--skip-setup', '--model_dir=/local')
-  assert proc.stderr.startswith('warning: MODEL_DIR=/local is not a gs:// path')
+  assert proc.stderr.startswith(
+    'warning: MODEL_DIR=/local is not a gs:// path: it must be a shared file system'
+  )
+  (launch,) = printed(tpu_repo, '--tpu=t', '--skip-setup', '--model_dir=/nfs/a b')
+  assert remote_command(launch).startswith('cd rest_jax && ')
+  assert remote_words(launch)[-1] == "--gin.MODEL_DIR='/nfs/a b'"
+  assert 'gcsfuse' not in ' '.join(printed(tpu_repo, '--tpu=t', '--model_dir=/nfs/x')[-2])
 
 
 # A stand-in for gcloud: logs each call as a JSON line; `describe` fails unless $TPU_EXISTS;
-# `scp` copies into $WORKER_HOME; `ssh` runs --command with bash there, with $WORKER_PATH first
-# on PATH (the worker's python3).
+# `scp` copies into $WORKER_HOME; `ssh` runs --command with bash there, as HOME, with $WORKER_PATH
+# first on PATH (the worker's python3, sudo, gcsfuse, ...).
 FAKE_GCLOUD = textwrap.dedent(
   f"""\
   #!{sys.executable}
@@ -490,33 +551,73 @@ FAKE_GCLOUD = textwrap.dedent(
     shutil.copy(argv[4], os.path.join(os.environ['WORKER_HOME'], argv[5].split(':', 1)[1]))
   if verb == 'ssh':
     (command,) = [a[len('--command='):] for a in argv if a.startswith('--command=')]
-    env = dict(os.environ, PATH=os.environ['WORKER_PATH'] + ':' + os.environ['PATH'])
+    env = dict(
+      os.environ,
+      HOME=os.environ['WORKER_HOME'],
+      PATH=os.environ['WORKER_PATH'] + ':' + os.environ['PATH'],
+    )
     proc = subprocess.run(['bash', '-c', command], cwd=os.environ['WORKER_HOME'], env=env)
     sys.exit(proc.returncode)
   """
 )
 
 
-@pytest.mark.parametrize('exists', [False, True])
-def test_tpu_runs_what_it_prints_on_a_fake_worker(tpu_repo, recorder, tmp_path, exists):
+# The worker's tools, logging each call as a JSON line to $WORKER_LOG: sudo (runs nothing; its
+# `apt-get install ... gcsfuse` puts the gcsfuse stand-in in $WORKER_BIN), lsb_release, curl;
+# gcsfuse marks its mount point mounted, which `mountpoint -q` then reports.
+FAKE_TOOL = textwrap.dedent(
+  f"""\
+  #!{sys.executable}
+  import json, os, shutil, sys
+  tool, argv = os.path.basename(sys.argv[0]), sys.argv[1:]
+  stdin = sys.stdin.read() if tool == 'sudo' and argv[0] == 'tee' else None
+  if tool != 'mountpoint':
+    with open(os.environ['WORKER_LOG'], 'a') as f:
+      f.write(json.dumps([tool, *argv, *([stdin] if stdin else [])]) + '\\n')
+  if tool == 'sudo' and argv[:1] == ['apt-get'] and 'install' in argv and 'gcsfuse' in argv:
+    shutil.copy(sys.argv[0], os.path.join(os.environ['WORKER_BIN'], 'gcsfuse'))
+  if tool == 'lsb_release':
+    print('jammy')
+  if tool == 'curl':
+    print('KEY')
+  if tool == 'gcsfuse':
+    open(os.path.join(argv[-1], '.mounted'), 'w').close()
+  if tool == 'mountpoint':
+    sys.exit(0 if os.path.exists(os.path.join(argv[-1], '.mounted')) else 1)
+  """
+)
+
+
+@pytest.mark.parametrize(
+  'exists, model_dir',
+  [(False, '/r'), (True, '/run 1/$x "q" `id` ! * ;'), (False, '')],
+)
+def test_tpu_runs_what_it_prints_on_a_fake_worker(tpu_repo, recorder, tmp_path, exists, model_dir):
   python, records = recorder
   bin_dir = tmp_path / 'gcloud_bin'
   bin_dir.mkdir()
   write_executable(bin_dir / 'gcloud', FAKE_GCLOUD)
+  worker_bin = tmp_path / 'worker_bin'
+  worker_bin.mkdir()
+  for tool in ('sudo', 'lsb_release', 'curl', 'mountpoint'):
+    write_executable(worker_bin / tool, FAKE_TOOL)
   home = tmp_path / 'worker_home'
   home.mkdir()
   log = tmp_path / 'gcloud.jsonl'
+  worker_log = tmp_path / 'worker.jsonl'
   env = clean_env(
     PATH=f'{bin_dir}:{os.environ["PATH"]}',
     GCLOUD_LOG=str(log),
     WORKER_HOME=str(home),
-    WORKER_PATH=os.path.dirname(python),
+    WORKER_PATH=f'{worker_bin}:{os.path.dirname(python)}',
+    WORKER_BIN=str(worker_bin),
+    WORKER_LOG=str(worker_log),
     RECORD_DIR=records,
     TMPDIR=str(tmp_path),
   )
   if exists:
     env['TPU_EXISTS'] = '1'
-  args = [*TPU_ARGS, '--create', *FORWARDED, *AFTER_DASHES]
+  args = [*TPU_ARGS[:-1], f'--model_dir=gs://b{model_dir}', '--create', *FORWARDED, *AFTER_DASHES]
   lines = printed(tpu_repo, *args, env=env)
   run(tpu_repo, *args, env=env)
 
@@ -533,6 +634,23 @@ def test_tpu_runs_what_it_prints_on_a_fake_worker(tpu_repo, recorder, tmp_path, 
   pip = read_record(records, 'pip')
   assert pip['argv'] == ['-m', 'pip', 'install', '-q', '-e', '.[tpu]']
   assert pip['cwd'] == str(home / 'rest_jax')
+  # gcsfuse was installed, then the bucket mounted in the worker's home and given as MODEL_DIR.
+  mount_point = home / 'gcs' / 'b'
+  keyring = '/usr/share/keyrings/cloud.google.asc'
+  assert [json.loads(line) for line in worker_log.read_text().splitlines()] == [
+    ['lsb_release', '-c', '-s'],
+    [
+      'sudo',
+      'tee',
+      '/etc/apt/sources.list.d/gcsfuse.list',
+      f'deb [signed-by={keyring}] https://packages.cloud.google.com/apt gcsfuse-jammy main\n',
+    ],
+    ['curl', '-fsSL', 'https://packages.cloud.google.com/apt/doc/apt-key.gpg'],
+    ['sudo', 'tee', keyring, 'KEY\n'],
+    ['sudo', 'apt-get', 'update', '-q'],
+    ['sudo', 'apt-get', 'install', '-y', '-q', 'gcsfuse'],
+    ['gcsfuse', '--implicit-dirs', 'b', str(mount_point)],
+  ]
   main = read_record(records, 'main_x')
   assert main['cwd'] == str(home / 'rest_jax')
   assert main['argv'] == [
@@ -541,10 +659,16 @@ def test_tpu_runs_what_it_prints_on_a_fake_worker(tpu_repo, recorder, tmp_path, 
     '--multiprocess',
     '--run_mode=rest',
     '--gin_file=gin/rest/tatoeba_en_de_gpu.gin',
-    "--gin.MODEL_DIR='gs://b/r'",
+    f"--gin.MODEL_DIR='{mount_point}{model_dir}'",
     *FORWARDED,
     *AFTER_DASHES[1:],
   ]
+  # Again, with --skip-setup: neither installed nor mounted twice, the same MODEL_DIR.
+  os.remove(os.path.join(records, 'main_x.json'))
+  worker_calls = worker_log.read_text()
+  run(tpu_repo, '--skip-setup', *args, env=env)
+  assert worker_log.read_text() == worker_calls
+  assert read_record(records, 'main_x')['argv'] == main['argv']
 
 
 # --- launch/gpu_slurm.sbatch --------------------------------------------------------------------
