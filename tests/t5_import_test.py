@@ -446,24 +446,41 @@ def _repo_root() -> str:
   return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_bc_starts_from_the_imported_policy(tmp_path):
-  """`train.train(init_checkpoint=...)`: with a zero learning rate BC keeps the import."""
-  from rest_jax import evaluation, optimizers, partitioning, tasks, train  # Data layer (TF).
+def _import_with_corpus(tmp_path, target: str):
+  """Imports the T5 v1.1 model as `target` and a synthetic corpus in its vocabulary.
+
+  Returns:
+    (HF folder, model_dir, import_t5's result, the corpus task).
+  """
+  from rest_jax import partitioning, tasks  # Data layer (TF).
 
   folder = write_checkpoint('v1_1', str(tmp_path / 'hf'), 'safetensors')
   model_dir = str(tmp_path / 'run')
-  one_device = partitioning.MeshConfig(num_devices=1)
-  result = t5_import.import_t5(hf_checkpoint=folder, model_dir=model_dir, mesh_config=one_device)
+  result = t5_import.import_t5(
+    hf_checkpoint=folder,
+    model_dir=model_dir,
+    target=target,
+    mesh_config=partitioning.MeshConfig(num_devices=1),
+  )
   tsv = str(tmp_path / 'pairs.tsv')
   with open(tsv, 'w') as f:
     f.write(''.join(f'{s}\t{t}\n' for s, t in test_utils.synthetic_pairs(120)))
   task = tasks.ParallelCorpus(
-    name='t5_import_bc_corpus',
+    name=f't5_import_{target}_corpus',
     train_path=tsv,
     vocab_path=result['vocab_path'],
     num_validation=8,
     num_test=8,
   )
+  return folder, model_dir, result, task
+
+
+def test_bc_starts_from_the_imported_policy(tmp_path):
+  """`train.train(init_checkpoint=...)`: with a zero learning rate BC keeps the import."""
+  from rest_jax import evaluation, optimizers, partitioning, train  # Data layer (TF).
+
+  folder, model_dir, result, task = _import_with_corpus(tmp_path, 'policy')
+  one_device = partitioning.MeshConfig(num_devices=1)
   cfg = t5_import.load_hf_config(folder)
   train.train(
     model_dir=model_dir,
@@ -488,24 +505,10 @@ def test_bc_starts_from_the_imported_policy(tmp_path):
 
 def test_reward_model_training_starts_from_the_imported_encoder(tmp_path):
   """`train_rm(init_checkpoint=...)`: with a zero learning rate the encoder stays the import."""
-  from rest_jax import optimizers, partitioning, reward_training, tasks  # Data layer (TF).
+  from rest_jax import optimizers, partitioning, reward_training  # Data layer (TF).
 
-  folder = write_checkpoint('v1_1', str(tmp_path / 'hf'), 'safetensors')
-  model_dir = str(tmp_path / 'run')
+  folder, model_dir, result, task = _import_with_corpus(tmp_path, 'reward_model')
   one_device = partitioning.MeshConfig(num_devices=1)
-  result = t5_import.import_t5(
-    hf_checkpoint=folder, model_dir=model_dir, target='reward_model', mesh_config=one_device
-  )
-  tsv = str(tmp_path / 'pairs.tsv')
-  with open(tsv, 'w') as f:
-    f.write(''.join(f'{s}\t{t}\n' for s, t in test_utils.synthetic_pairs(120)))
-  task = tasks.ParallelCorpus(
-    name='t5_import_rm_corpus',
-    train_path=tsv,
-    vocab_path=result['vocab_path'],
-    num_validation=8,
-    num_test=8,
-  )
   cfg = t5_import.load_hf_config(folder)
   rm_config = reward_model.RewardModelConfig(encoder=cfg, max_length=24)
   reward_training.train_rm(
