@@ -78,7 +78,10 @@ def encode_record(record: Mapping[str, Any]) -> bytes:
   feats.update({k: _feature([record[k]], 'bytes') for k in TEXT_FEATURES})
   feats.update({k: _feature([record[k]], 'float') for k in FLOAT_FEATURES})
   feats.update({k: _feature([record[k]], 'int') for k in INT_FEATURES})
-  return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+  # deterministic=True sorts the feature map: the same record gives the same
+  # bytes in any process (the map's order otherwise follows the hash seed).
+  example = tf.train.Example(features=tf.train.Features(feature=feats))
+  return example.SerializeToString(deterministic=True)
 
 
 def feature_description() -> dict[str, Any]:
