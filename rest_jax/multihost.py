@@ -20,6 +20,7 @@ Every function is a no-op, or plain numpy, in a single process.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -123,6 +124,28 @@ def host_array(x: jax.Array) -> np.ndarray:
   if getattr(x, 'is_fully_addressable', True) or x.is_fully_replicated:
     return np.asarray(x)
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def check_same(data: bytes, what: str) -> None:
+  """Raises on every process unless `data` is the same bytes on all of them.
+
+  Args:
+    data: what must agree (e.g. a host batch's bytes); only a digest is sent.
+    what: a label for the error.
+
+  Raises:
+    ValueError: the processes disagree (names which differ from process 0).
+  """
+  if jax.process_count() == 1:
+    return
+  digest = np.frombuffer(hashlib.sha256(data).digest()[:8], np.int32)  # [2]
+  every = np.asarray(multihost_utils.process_allgather(digest)).reshape(jax.process_count(), 2)
+  differ = [int(p) for p in np.flatnonzero((every != every[0]).any(axis=1))]
+  if differ:
+    raise ValueError(
+      f'{what}: processes {differ} hold other data than process 0. Every process must read '
+      'the same global batch (same task, split, seed and config on every host).'
+    )
 
 
 class PeerError(RuntimeError):

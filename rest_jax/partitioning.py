@@ -23,6 +23,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from rest_jax import multihost
+
 MESH_AXES = ('data', 'fsdp', 'model')
 BATCH_AXES = ('data', 'fsdp')
 
@@ -126,7 +128,9 @@ def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array
   Every process holds the same global batch (the input pipeline is
   deterministic and reads it on every host) and transfers only the rows its own
   devices hold: in a multi-process run, process p feeds its share of every
-  batch. Non-numeric entries (e.g. texts) are dropped.
+  batch. On a mesh that spans processes, calls 1, 2, 4, 8, ... check that every
+  process passed the same batch (`multihost.check_same`). Non-numeric entries
+  (e.g. texts) are dropped.
 
   Args:
     batch: {name: [B, ...] numpy array}; B divisible by `num_batch_shards(mesh)`.
@@ -135,14 +139,21 @@ def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array
   Returns:
     {name: [B, ...] global jax.Array sharded over ('data', 'fsdp')}.
   """
+  global _shard_batch_calls
   sharding = batch_sharding(mesh)
-  out = {}
-  for k, v in batch.items():
-    v = np.asarray(v)
-    if v.dtype.kind not in 'biuf':
-      continue
-    if jax.process_count() == 1:
-      out[k] = jax.device_put(v, sharding)
-    else:
-      out[k] = jax.make_array_from_callback(v.shape, sharding, lambda index, v=v: v[index])
-  return out
+  out = {k: np.asarray(v) for k, v in sorted(batch.items()) if np.asarray(v).dtype.kind in 'biuf'}
+  if all(d.process_index == jax.process_index() for d in mesh.devices.flat):
+    return {k: jax.device_put(v, sharding) for k, v in out.items()}  # A host-local mesh.
+  # The mesh spans processes. Check that they hold the same batch at calls 1, 2,
+  # 4, 8, ...: cheap, and it catches a host whose input pipeline differs early.
+  _shard_batch_calls += 1
+  if _shard_batch_calls & (_shard_batch_calls - 1) == 0:
+    data = b''.join(k.encode() + np.ascontiguousarray(v).tobytes() for k, v in out.items())
+    multihost.check_same(data, f'shard_batch call {_shard_batch_calls}')
+  return {
+    k: jax.make_array_from_callback(v.shape, sharding, lambda index, v=v: v[index])
+    for k, v in out.items()
+  }
+
+
+_shard_batch_calls = 0  # This process's shard_batch calls on meshes that span processes.

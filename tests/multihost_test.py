@@ -58,6 +58,8 @@ def test_two_processes():
     assert x['map_rows'] == expected
     assert x['fully_addressable'] == 'False'
     assert x['host_array'] == str(list(range(16)))
+  for x in lines:
+    assert x['check_same'].startswith('ValueError batches: processes [1] hold other data')
   assert lines[0]['raise_together'].startswith('PeerError step: process(es) [1] failed')
   assert lines[1]['raise_together'] == 'ValueError boom'
   assert lines[0]['on_primary'] == 'OSError disk full'

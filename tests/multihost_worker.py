@@ -31,6 +31,14 @@ def main(port: int, process_id: int) -> None:
   print(f'fully_addressable: {x.is_fully_addressable}', flush=True)
   print(f'host_array: {multihost.host_array(x).reshape(-1).tolist()}', flush=True)
 
+  # check_same: equal data passes; different data raises on both processes.
+  multihost.check_same(b'the same batch', 'equal')
+  try:
+    multihost.check_same(b'batch %d' % process_id, 'batches')
+    print('check_same: no error', flush=True)
+  except ValueError as e:
+    print(f'check_same: ValueError {e}', flush=True)
+
   # raise_together: process 1 fails; both raise instead of one waiting forever.
   try:
     multihost.raise_together(ValueError('boom') if process_id == 1 else None, 'step')
