@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 import gin
-from rest_jax import errors, multihost
+from rest_jax import errors
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The repository's gin/ (a source checkout has setup.py beside it; an installed
@@ -186,6 +186,8 @@ def write_config(model_dir: str, filename: str = 'config.gin') -> str:
   """
   check_model_dir(model_dir)
   path = os.path.join(model_dir, filename)
+  from rest_jax import multihost  # Lazy: keeps JAX out of `main --help`.
+
   if not multihost.is_primary():
     return path
   os.makedirs(model_dir, exist_ok=True)

@@ -37,7 +37,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app, flags, logging
 
-from rest_jax import errors, gin_utils, multihost
+from rest_jax import errors, gin_utils
 
 # run_mode -> (module, function). Imported lazily so that --help is fast.
 RUN_MODES = {
@@ -93,6 +93,8 @@ def main(argv) -> None:
       '--coordinator_address / --num_processes / --process_id need --multiprocess.'
     )
   if _MULTIPROCESS.value:
+    from rest_jax import multihost  # Lazy, as the run modes: --help stays fast.
+
     try:
       multihost.initialize(*explicit)
     except ValueError as e:

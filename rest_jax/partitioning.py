@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -122,6 +123,12 @@ def num_batch_shards(mesh: Mesh) -> int:
   return mesh.shape['data'] * mesh.shape['fsdp']
 
 
+@functools.lru_cache(maxsize=64)
+def spans_processes(mesh: Mesh) -> bool:
+  """Whether `mesh` has devices of other processes (cached: meshes are hashable)."""
+  return any(d.process_index != jax.process_index() for d in mesh.devices.flat)
+
+
 def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """Places a global host batch on the mesh, split over the batch axes.
 
@@ -141,8 +148,9 @@ def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array
   """
   global _shard_batch_calls
   sharding = batch_sharding(mesh)
-  out = {k: np.asarray(v) for k, v in sorted(batch.items()) if np.asarray(v).dtype.kind in 'biuf'}
-  if all(d.process_index == jax.process_index() for d in mesh.devices.flat):
+  arrays = {k: np.asarray(v) for k, v in sorted(batch.items())}
+  out = {k: v for k, v in arrays.items() if v.dtype.kind in 'biuf'}
+  if not spans_processes(mesh):
     return {k: jax.device_put(v, sharding) for k, v in out.items()}  # A host-local mesh.
   # The mesh spans processes. Check that they hold the same batch at calls 1, 2,
   # 4, 8, ...: cheap, and it catches a host whose input pipeline differs early.

@@ -1,12 +1,12 @@
 """`multihost` helpers: in one process, and in two (jax.distributed over gloo)."""
 
 import os
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import test_utils
 
 from rest_jax import multihost
 
@@ -21,8 +21,12 @@ def test_single_process_helpers():
   ran = []
   multihost.on_primary(lambda: ran.append(1), 'write')
   assert ran == [1]
+
+  def fail():
+    raise OSError('disk full')
+
   with pytest.raises(OSError, match='disk full'):
-    multihost.on_primary(lambda: (_ for _ in ()).throw(OSError('disk full')), 'write')
+    multihost.on_primary(fail, 'write')
   multihost.raise_together(None, 'nothing failed')
   with pytest.raises(ValueError, match='boom'):
     multihost.raise_together(ValueError('boom'), 'step')
@@ -30,9 +34,7 @@ def test_single_process_helpers():
 
 
 def test_two_processes():
-  with socket.socket() as s:
-    s.bind(('localhost', 0))
-    port = s.getsockname()[1]
+  port = test_utils.free_port()
   env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(_WORKER)))
   procs = [
     subprocess.Popen(

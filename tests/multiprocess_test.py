@@ -17,7 +17,6 @@ own part) restore in this single test process.
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -93,12 +92,6 @@ MESH_FSDP = -1
 """
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('localhost', 0))
-    return s.getsockname()[1]
-
-
 def _start(root, name, model_dir, gin_file, devices, extra=()):
   env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3')
   env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
@@ -145,7 +138,7 @@ def runs(tmp_path_factory):
 
 
 def _start_two(root, name, model_dir, gin_file, extra=()):
-  port = _free_port()
+  port = test_utils.free_port()
   return [
     _start(
       root,

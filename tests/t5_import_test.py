@@ -143,14 +143,7 @@ def batch(seed: int = 0):
   for row, (n_in, n_t) in enumerate([(9, 7), (5, 7), (3, 4), (7, 2)]):
     enc[row, n_in - 1], enc[row, n_in:] = 1, 0
     tgt[row, n_t - 1], tgt[row, n_t:] = 1, 0
-  dec_in = np.zeros_like(tgt)
-  dec_in[:, 1:] = tgt[:, :-1]
-  return {
-    'encoder_input_tokens': enc,
-    'decoder_input_tokens': dec_in,
-    'decoder_target_tokens': tgt,
-    'decoder_loss_weights': (tgt > 0).astype(np.float32),
-  }
+  return test_utils.seq2seq_batch(enc, tgt)
 
 
 def hf_outputs(model, b):

@@ -46,6 +46,11 @@ def toy_batch(
     n_t = rs.randint(2, target_length + 1)
     tgt[b, : n_t - 1] = rs.randint(2, vocab, n_t - 1)
     tgt[b, n_t - 1] = 1
+  return seq2seq_batch(enc, tgt)
+
+
+def seq2seq_batch(enc: np.ndarray, tgt: np.ndarray) -> dict[str, np.ndarray]:
+  """The t5x features of sources `enc` [B, S] and targets `tgt` [B, T] (teacher forcing)."""
   dec_in = np.zeros_like(tgt)
   dec_in[:, 1:] = tgt[:, :-1]
   return {
@@ -54,6 +59,15 @@ def toy_batch(
     'decoder_target_tokens': tgt,
     'decoder_loss_weights': (tgt > 0).astype(np.float32),
   }
+
+
+def free_port() -> int:
+  """A TCP port on localhost that is free now (for a jax.distributed coordinator)."""
+  import socket
+
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
 
 
 _NOUNS = [
