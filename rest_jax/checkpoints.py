@@ -2,14 +2,40 @@
 
 One `Checkpointer` per directory. The BC run keeps two: `last/` (the most
 recent k, for resuming) and `best/` (the best by a validation metric).
+
+Ties: a later checkpoint beats a kept one only if its metric is strictly
+better (`is_better`: higher for 'max', lower for 'min'); on a tie the earlier
+step stays. This is the one tie rule of the project: BC's `best/` (chrF),
+Improve's `best/` (validation reward) and Improve's early stopping (which
+counts a tie as no gain) all use it. (Orbax's own `best_fn` ranking keeps the
+later of two tied steps, so the `best/` Checkpointer ranks and deletes itself.)
+NaN ranks below every number.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
 import orbax.checkpoint as ocp
+
+BEST_MODES = ('max', 'min')
+
+
+def is_better(value: float, than: float, mode: str = 'max') -> bool:
+  """Whether metric `value` strictly beats `than` ('max': higher, 'min': lower).
+
+  A tie is not better; NaN is never better, and any number beats NaN.
+  """
+  if mode not in BEST_MODES:
+    raise ValueError(f'best_mode={mode!r}: use one of {", ".join(BEST_MODES)}.')
+  value, than = float(value), float(than)
+  if math.isnan(value):
+    return False
+  if math.isnan(than):
+    return True
+  return value > than if mode == 'max' else value < than
 
 
 class Checkpointer:
@@ -17,9 +43,11 @@ class Checkpointer:
 
   Args:
     directory: checkpoint root (created if missing).
-    max_to_keep: how many checkpoints to keep.
+    max_to_keep: how many checkpoints to keep (None: all).
     best_metric: if set, keep the `max_to_keep` best by this metric instead
-      of the most recent (metrics must be passed to `save`).
+      of the most recent (metrics must be passed to `save`). A step enters
+      only if it ranks among them: with `max_to_keep=1`, only if its metric is
+      strictly better than the kept one's (ties keep the earlier step).
     best_mode: 'max' or 'min' for `best_metric`.
   """
 
@@ -27,13 +55,19 @@ class Checkpointer:
     self,
     directory: str,
     *,
-    max_to_keep: int = 2,
+    max_to_keep: int | None = 2,
     best_metric: str | None = None,
     best_mode: str = 'max',
   ):
+    if best_mode not in BEST_MODES:
+      raise ValueError(f'best_mode={best_mode!r}: use one of {", ".join(BEST_MODES)}.')
     self.directory = os.path.abspath(directory)
+    self._max_to_keep = max_to_keep
+    self._best_metric, self._best_mode = best_metric, best_mode
     options = ocp.CheckpointManagerOptions(
-      max_to_keep=max_to_keep,
+      # With a metric, Orbax keeps everything and writes the metrics; the
+      # ranking (and its tie rule) and the deletions are `_rank` / `save`'s.
+      max_to_keep=None if best_metric else max_to_keep,
       create=True,
       best_fn=(lambda m: float(m[best_metric])) if best_metric else None,
       best_mode=best_mode,
@@ -41,13 +75,56 @@ class Checkpointer:
     )
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
+  def _value(self, metrics: dict | None) -> float:
+    """The ranking metric of a step's metrics (NaN when missing)."""
+    if not metrics or self._best_metric not in metrics:
+      return math.nan
+    return float(metrics[self._best_metric])
+
+  def _rank(self) -> list[int]:
+    """Kept steps, best first: by `best_metric` (`is_better`), ties by the earlier step."""
+    entries = [(s, self._value(self._manager.metrics(s))) for s in self.all_steps()]
+    ranked: list[tuple[int, float]] = []
+    for step, value in entries:  # Ascending steps: a later step passes only strictly better ones.
+      at = next(
+        (i for i, (_, v) in enumerate(ranked) if is_better(value, v, self._best_mode)), len(ranked)
+      )
+      ranked.insert(at, (step, value))
+    return [s for s, _ in ranked]
+
   def save(self, step: int, state: Any, metrics: dict | None = None, force: bool = True) -> bool:
-    """Saves `state` as `step`; returns whether a checkpoint was written."""
+    """Saves `state` as `step`; returns whether a checkpoint was written.
+
+    With `best_metric`, a step that would not rank among the `max_to_keep`
+    best (its metric is not strictly better than the worst kept one's, when
+    that many are kept) is not written; when one is written, the kept steps
+    beyond `max_to_keep` by rank are deleted.
+
+    Raises:
+      ValueError: `best_metric` is set and missing from `metrics`.
+    """
     metrics = {k: float(v) for k, v in (metrics or {}).items()}
+    if self._best_metric is not None:
+      if self._best_metric not in metrics:
+        raise ValueError(f'{self.directory}: save needs the metric {self._best_metric!r}.')
+      ranked = self._rank()
+      full = self._max_to_keep is not None and len(ranked) >= self._max_to_keep
+      if full and not (
+        ranked
+        and is_better(
+          metrics[self._best_metric],
+          self._value(self._manager.metrics(ranked[-1])),
+          self._best_mode,
+        )
+      ):
+        return False
     saved = self._manager.save(
       step, args=ocp.args.PyTreeSave(state), metrics=metrics or None, force=force
     )
     self._manager.wait_until_finished()
+    if saved and self._best_metric is not None and self._max_to_keep is not None:
+      for old in self._rank()[self._max_to_keep :]:
+        self._manager.delete(old)
     return saved
 
   def restore(self, target: Any, step: int | None = None, *, partial: bool = False) -> Any:
@@ -77,8 +154,11 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def best_step(self) -> int | None:
-    """The best step by `best_metric` (or the latest when no metric)."""
-    return self._manager.best_step()
+    """The best step by `best_metric`, the earliest of tied ones (the latest when no metric)."""
+    if self._best_metric is None:
+      return self._manager.latest_step()
+    ranked = self._rank()
+    return ranked[0] if ranked else None
 
   def all_steps(self) -> list[int]:
     """All kept steps, ascending."""

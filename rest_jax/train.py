@@ -57,7 +57,7 @@ class CheckpointConfig:
 
   period: int = 500  # Save `last` every this many steps (and at the end).
   keep: int = 2  # How many `last` checkpoints to keep.
-  best_metric: str = 'chrf'  # Validation metric that selects `best`.
+  best_metric: str = 'chrf'  # Validation metric that selects `best` (ties keep the earlier).
   best_mode: str = 'max'  # 'max' or 'min' for `best_metric`.
 
 

@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import pytest
 import test_utils
 
 from rest_jax import checkpoints, optimizers, partitioning
@@ -60,3 +61,49 @@ def test_restore_missing_names_directory(tmp_path):
     assert str(tmp_path / 'empty') in str(e)
   else:
     raise AssertionError('expected FileNotFoundError')
+
+
+def _tiny_state(value=0.0):
+  return {'x': np.full((2,), value, np.float32)}
+
+
+def test_tied_metric_keeps_the_earlier_best(tmp_path):
+  best = checkpoints.Checkpointer(str(tmp_path / 'best'), max_to_keep=1, best_metric='reward')
+  assert best.save(1, _tiny_state(1), {'reward': 0.5})
+  assert not best.save(2, _tiny_state(2), {'reward': 0.5})  # A tie is no gain: not written.
+  assert best.best_step() == 1 and best.all_steps() == [1]
+  assert best.save(3, _tiny_state(3), {'reward': 0.6})  # Strictly better: becomes best.
+  assert best.best_step() == 3 and best.all_steps() == [3]
+  restored = best.restore(_tiny_state())
+  np.testing.assert_array_equal(restored['x'], [3, 3])
+  # A fresh Checkpointer on the same directory (a resumed run) applies the same rule.
+  again = checkpoints.Checkpointer(str(tmp_path / 'best'), max_to_keep=1, best_metric='reward')
+  assert not again.save(4, _tiny_state(4), {'reward': 0.6})
+  assert again.best_step() == 3
+
+
+def test_tie_rule_in_min_mode_and_with_two_kept(tmp_path):
+  low = checkpoints.Checkpointer(
+    str(tmp_path / 'min'), max_to_keep=1, best_metric='loss', best_mode='min'
+  )
+  low.save(1, _tiny_state(), {'loss': 2.0})
+  low.save(2, _tiny_state(), {'loss': 2.0})
+  assert low.best_step() == 1
+  low.save(3, _tiny_state(), {'loss': 1.5})
+  assert low.best_step() == 3 and low.all_steps() == [3]
+  two = checkpoints.Checkpointer(str(tmp_path / 'two'), max_to_keep=2, best_metric='reward')
+  two.save(1, _tiny_state(), {'reward': 0.5})
+  two.save(2, _tiny_state(), {'reward': 0.5})  # Not full yet: kept, but ranks below step 1.
+  assert two.best_step() == 1 and two.all_steps() == [1, 2]
+  assert not two.save(3, _tiny_state(), {'reward': 0.5})  # Full: a tie does not enter.
+  two.save(4, _tiny_state(), {'reward': 0.7})  # Replaces the later of the tied steps.
+  assert two.best_step() == 4 and two.all_steps() == [1, 4]
+
+
+def test_is_better_is_strict_and_ranks_nan_last():
+  assert checkpoints.is_better(0.6, 0.5) and not checkpoints.is_better(0.5, 0.5)
+  assert checkpoints.is_better(0.4, 0.5, 'min') and not checkpoints.is_better(0.5, 0.5, 'min')
+  assert checkpoints.is_better(0.0, float('nan')) and not checkpoints.is_better(float('nan'), 0.0)
+  assert checkpoints.is_better(0.1, -np.inf)
+  with pytest.raises(ValueError, match='best_mode'):
+    checkpoints.is_better(1.0, 0.0, 'maximum')
