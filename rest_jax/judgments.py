@@ -12,9 +12,21 @@ Three sources of judgments:
   `$REST_JAX_MQM_DIR`, default `<repo>/../shared/data/wmt-mqm/`, never copied
   into the project).
 - `synthetic_judgments`: each (source, reference) pair's reference and
-  corrupted copies of it (`corrupt`), labelled by a metric against the
-  reference (sentence chrF by default), so the reward model sees bad
-  translations too.
+  corrupted copies of it (`corrupt`), labelled by rule (`rule_label`, the
+  default) or by a metric against the reference (sentence chrF), so the reward
+  model sees bad translations too.
+
+Rule labels. Sentence chrF barely penalises repetition and rewards length (a
+reference repeated 3 times keeps chrF2 ~ 70: recall stays 1), so a reward model
+trained on chrF labels of corrupted references learns to like repeated and
+over-long outputs, the hacks a policy finds. `rule_label` labels a corruption
+by what it is: the reference 1.0; a corruption of kind k gets
+`chrF / 100 * RULE_PENALTIES[k]` (a damaged but partly right translation keeps
+some credit, capped well below the reference's); the copied source, an empty
+output and another sentence get 0. `guard_policy_label` applies the same idea
+to policy samples: a sample with a repeated word 3-gram, or more than
+`POLICY_MAX_LENGTH_RATIO` times the reference's words, has its chrF label
+multiplied by `POLICY_HACK_PENALTY`.
 
 The MQM mapping to [0, 1]. An MQM score is minus the sum of error weights
 (Freitag et al. 2021): a minor error weighs 1 (0.1 for minor punctuation), a
@@ -35,7 +47,8 @@ Linear, so that differences keep their MQM meaning: one major error (-5) gives
 in Python with `reward_model.encode_pairs` (`source <eos> candidate <eos>`);
 `register_judgments_mixture` mixes such tasks; `get_batches` yields padded
 numpy batches. `probe` holds the reward-hacking probes (repetition,
-permutation, truncation, copying the source, an empty output).
+permutation, truncation, copying the source, an empty output, an over-long
+output).
 
 This is a data-layer module: it imports TensorFlow and seqio.
 """
@@ -75,8 +88,31 @@ CORRUPTIONS = (
   'copy_source',
   'empty',
   'other_sentence',
+  'repeat_sentence',
+  'append_other',
 )
-PROBES = ('repetition', 'permutation', 'truncation', 'copy_source', 'empty')
+PROBES = ('repetition', 'permutation', 'truncation', 'copy_source', 'empty', 'over_length')
+
+# Rule labels (`rule_label`): the reference's label, and the factor on chrF / 100 of each
+# corruption kind. Repetition and over-length, the hacks a policy finds, weigh most; a
+# candidate that is no translation of the source is 0 whatever its chrF.
+REFERENCE_LABEL = 1.0
+RULE_PENALTIES = {
+  'drop_words': 0.6,
+  'swap_words': 0.6,
+  'repeat': 0.4,
+  'truncate': 0.5,
+  'copy_source': 0.0,
+  'empty': 0.0,
+  'other_sentence': 0.0,
+  'repeat_sentence': 0.2,
+  'append_other': 0.3,
+}
+LABELS = ('rules', 'chrf')  # synthetic_judgments' labelling schemes.
+# `guard_policy_label`: a policy sample with a repeated word 3-gram, or more than this many
+# times the reference's words, has its chrF label multiplied by POLICY_HACK_PENALTY.
+POLICY_MAX_LENGTH_RATIO = 1.5
+POLICY_HACK_PENALTY = 0.3
 
 # The per-example text features of a judgments task, besides 'inputs' and the scores.
 TEXT_FEATURES = ('source_pretokenized', 'candidate_pretokenized', 'reference_pretokenized', 'doc')
@@ -408,13 +444,18 @@ def corrupt(reference: str, source: str, other: str, kind: str, rng: random.Rand
   the words are not all equal); 'repeat' repeats a phrase of 1-3 words so that
   it occurs 2-4 times in a row; 'truncate' keeps the first 30-70% of the words
   (at least one, never all); 'copy_source' returns `source`; 'empty' returns
-  ''; 'other_sentence' returns `other`. A one-word reference is returned
-  unchanged by 'drop_words', 'swap_words' and 'truncate'.
+  ''; 'other_sentence' returns `other`; 'repeat_sentence' is the whole
+  reference 2-3 times, joined by ' '; 'append_other' is the reference followed
+  by max(2, n // 2) to max(2, 3n // 2) words drawn with replacement from the
+  words of the reference and of `other` (an over-long output that babbles on).
+  A one-word reference is returned unchanged by 'drop_words', 'swap_words' and
+  'truncate'; an empty one by 'repeat', 'repeat_sentence' and 'append_other'.
 
   Args:
     reference: the reference translation to corrupt.
     source: its source sentence (for 'copy_source').
-    other: another sentence's reference (for 'other_sentence').
+    other: another sentence's reference (for 'other_sentence', 'append_other';
+      may be '').
     kind: one of CORRUPTIONS.
     rng: the random generator to draw from.
 
@@ -468,6 +509,14 @@ def corrupt(reference: str, source: str, other: str, kind: str, rng: random.Rand
     return ''
   if kind == 'other_sentence':
     return other
+  if kind == 'repeat_sentence':
+    return ' '.join([reference] * rng.randint(2, 3)) if n else reference
+  if kind == 'append_other':
+    if not n:
+      return reference
+    pool = words + other.split()
+    extra = [rng.choice(pool) for _ in range(rng.randint(max(2, n // 2), max(2, 3 * n // 2)))]
+    return ' '.join(words + extra)
   raise ValueError(f'corrupt: unknown kind {kind!r}; use one of {CORRUPTIONS}.')
 
 
@@ -476,7 +525,9 @@ def probe(text: str, source: str, kind: str) -> str:
 
   'repetition': the text 3 times, joined by ' '; 'permutation': its words
   (split on whitespace) in reverse order; 'truncation': its first
-  max(1, n // 2) words of n; 'copy_source': the source; 'empty': ''.
+  max(1, n // 2) words of n; 'copy_source': the source; 'empty': '';
+  'over_length': its words followed by the same words in reverse order (twice
+  as long, not a verbatim repeat).
 
   Args:
     text: the translation to probe (e.g. a held-out reference).
@@ -500,10 +551,70 @@ def probe(text: str, source: str, kind: str) -> str:
     return source
   if kind == 'empty':
     return ''
+  if kind == 'over_length':
+    return ' '.join(words + words[::-1])
   raise ValueError(f'probe: unknown kind {kind!r}; use one of {PROBES}.')
 
 
 LabelFn = Callable[[Sequence[str], Sequence[str], Sequence[str]], rewards.Rewards]
+
+
+def rule_label(kind: str, metric: float) -> float:
+  """The rule label of a synthetic candidate (module docstring, "Rule labels").
+
+  Args:
+    kind: 'reference' or one of CORRUPTIONS.
+    metric: the candidate's metric label in [0, 1] (sentence chrF / 100).
+
+  Returns:
+    REFERENCE_LABEL for the reference, else `metric * RULE_PENALTIES[kind]`,
+    clipped to [0, 1].
+
+  Raises:
+    ValueError: an unknown kind.
+  """
+  if kind == 'reference':
+    return REFERENCE_LABEL
+  if kind not in RULE_PENALTIES:
+    raise ValueError(f'rule_label: unknown kind {kind!r}; use "reference" or one of {CORRUPTIONS}.')
+  return float(min(1.0, max(0.0, metric * RULE_PENALTIES[kind])))
+
+
+def _has_repeated_trigram(words: Sequence[str]) -> bool:
+  grams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
+  return len(grams) != len(set(grams))
+
+
+def is_hack(candidate: str, reference: str) -> bool:
+  """Whether a candidate shows a reward hack: a repeated word 3-gram, or too long.
+
+  Words are split on whitespace and lower-cased. Too long: more than
+  POLICY_MAX_LENGTH_RATIO times the reference's words (at least one).
+
+  Args:
+    candidate: a translation (e.g. a policy sample).
+    reference: its reference translation.
+
+  Returns:
+    True when the candidate repeats a word 3-gram or is too long.
+  """
+  words = candidate.lower().split()
+  too_long = len(words) > POLICY_MAX_LENGTH_RATIO * max(len(reference.split()), 1)
+  return too_long or _has_repeated_trigram(words)
+
+
+def guard_policy_label(candidate: str, reference: str, score: float) -> float:
+  """A policy sample's label, multiplied by POLICY_HACK_PENALTY when `is_hack`.
+
+  Args:
+    candidate: the policy's sample.
+    reference: its reference translation.
+    score: its metric label in [0, 1] (sentence chrF / 100).
+
+  Returns:
+    `score`, or `score * POLICY_HACK_PENALTY` for a hack.
+  """
+  return score * POLICY_HACK_PENALTY if is_hack(candidate, reference) else score
 
 
 def synthetic_judgments(
@@ -512,8 +623,9 @@ def synthetic_judgments(
   corruptions_per_pair: int = 2,
   seed: int = 0,
   label_fn: LabelFn | None = None,
+  labels: str = 'rules',
 ) -> list[Judgment]:
-  """Judgments of references and corrupted references, labelled by a metric.
+  """Judgments of references and corrupted references, labelled by rule or by a metric.
 
   For each (source, reference) pair: the reference itself (origin
   'synthetic:reference'), then `corruptions_per_pair` corrupted copies
@@ -521,25 +633,33 @@ def synthetic_judgments(
   corruptions in order (pair i gets kinds i*k, i*k+1, ... modulo their number);
   with a single pair 'other_sentence' is left out of the cycle. Pair i draws
   from `random.Random(f'{seed}:{i}')`; 'other_sentence' uses the reference of
-  another pair, drawn from it. Each row is labelled by
-  `label_fn(sources, candidates, references)` in one call: score = reward,
-  raw_score = raw. The judgments carry the reference and no document.
+  another pair, drawn from it ('append_other' too, with a single pair ''). Each
+  row is labelled by `label_fn(sources, candidates, references)` in one call:
+  raw_score = raw; with labels='chrf' score = reward, with labels='rules'
+  score = `rule_label(kind, reward)` (the reference 1.0, the copied source,
+  empty output and another sentence 0, other kinds reward times their
+  RULE_PENALTIES factor). The judgments carry the reference and no document.
 
   Args:
     pairs: (source, reference) pairs.
     corruptions_per_pair: corrupted copies per pair, k >= 0.
     seed: the corruption seed.
     label_fn: a reward function against the reference; default
-      `rewards.SentenceChrF()` (score = chrF / 100).
+      `rewards.SentenceChrF()` (reward = chrF / 100).
+    labels: 'rules' (the default, `rule_label` on the metric) or 'chrf' (the
+      metric itself, whatever `label_fn` is).
 
   Returns:
     len(pairs) * (1 + k) judgments, pair by pair.
 
   Raises:
-    ValueError: corruptions_per_pair < 0, or the labels are not one per row.
+    ValueError: corruptions_per_pair < 0, an unknown `labels`, or the labels
+      are not one per row.
   """
   if corruptions_per_pair < 0:
     raise ValueError(f'synthetic_judgments: corruptions_per_pair={corruptions_per_pair} < 0.')
+  if labels not in LABELS:
+    raise ValueError(f'synthetic_judgments: labels={labels!r}; use one of {LABELS}.')
   label_fn = rewards.SentenceChrF() if label_fn is None else label_fn
   kinds = CORRUPTIONS if len(pairs) > 1 else tuple(k for k in CORRUPTIONS if k != 'other_sentence')
   rows = []  # (source, candidate, reference, origin)
@@ -549,21 +669,22 @@ def synthetic_judgments(
     for j in range(corruptions_per_pair):
       kind = kinds[(i * corruptions_per_pair + j) % len(kinds)]
       other = ''
-      if kind == 'other_sentence':
+      if kind in ('other_sentence', 'append_other') and len(pairs) > 1:
         other = pairs[(i + 1 + rng.randrange(len(pairs) - 1)) % len(pairs)][1]
       candidate = corrupt(reference, source, other, kind, rng)
       rows.append((source, candidate, reference, f'synthetic:{kind}'))
   if not rows:
     return []
   sources, candidates, references, origins = (list(column) for column in zip(*rows))
-  labels = label_fn(sources, candidates, references)
-  if len(labels) != len(rows):
-    raise ValueError(f'synthetic_judgments: {len(labels)} labels for {len(rows)} rows.')
+  metric = label_fn(sources, candidates, references)
+  if len(metric) != len(rows):
+    raise ValueError(f'synthetic_judgments: {len(metric)} labels for {len(rows)} rows.')
+  scores = [float(v) for v in metric.reward]
+  if labels == 'rules':
+    scores = [rule_label(o.removeprefix('synthetic:'), v) for o, v in zip(origins, scores)]
   return [
-    Judgment(source=s, candidate=c, score=float(score), raw_score=float(raw), reference=r, origin=o)
-    for s, c, r, o, score, raw in zip(
-      sources, candidates, references, origins, labels.reward, labels.raw
-    )
+    Judgment(source=s, candidate=c, score=score, raw_score=float(raw), reference=r, origin=o)
+    for s, c, r, o, score, raw in zip(sources, candidates, references, origins, scores, metric.raw)
   ]
 
 

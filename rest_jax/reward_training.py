@@ -2,12 +2,22 @@
 
 Read top to bottom:
 
-1. Judgments. The default is synthetic, built from the task's train split:
+1. Judgments. The default is synthetic, built from a slice of the task's train
+   split (`JudgmentsConfig.first_train_source`; by default its LAST
+   `num_train_sources` sources, so disjoint from the first `MAX_SOURCES`
+   sources Grow samples):
    - policy samples from the BC checkpoint, as a Grow round `grow/g0`, each
-     labelled with sentence chrF against the reference;
-   - the references themselves;
+     labelled with sentence chrF against the reference (with
+     labels='rules', a sample that repeats a word 3-gram or is over 1.5x the
+     reference's length has it multiplied by a penalty:
+     `judgments.guard_policy_label`);
+   - the references themselves (label 1);
    - corrupted references (dropped, swapped or repeated words, truncation,
-     the copied source, empty output, another sentence), also labelled with chrF.
+     the copied source, empty output, another sentence, the whole reference
+     repeated, the reference followed by other words), labelled by rule
+     (`judgments.rule_label`: chrF times a penalty per kind, 0 for the copied
+     source, empty output and another sentence) or, with labels='chrf', by
+     chrF alone.
 
    Human MQM judgments for English-German (WMT TED, read from
    `../shared/data/wmt-mqm/`) can be mixed in. Their documents are split so
@@ -20,8 +30,16 @@ Read top to bottom:
    within a source, on held-out synthetic judgments and held-out MQM documents.
    Two baselines are measured beside them in the same run: candidate length,
    and sentence chrF against the reference. The reward-hacking probes give the
-   score change under repetition, permutation, truncation, the copied source
-   and empty output. Everything goes to `MODEL_DIR/eval/reward_model.json`.
+   score change under repetition, permutation, truncation, the copied source,
+   empty output and over-length output. Everything goes to
+   `MODEL_DIR/eval/reward_model.json`.
+
+Several reward models can share a run directory: `train_rm(name=...)` keeps
+each one's files apart (a judge model trained with another seed and another
+`first_train_source` slice, e.g.). Name 'rm' (the default, the one ReST uses)
+writes `checkpoints/rm/last`, `eval/reward_model.json`, `summaries/rm`,
+`config_rm.gin` and `grow/g0`; another name N writes `checkpoints/N/last`,
+`eval/reward_model_N.json`, `summaries/N`, `config_N.gin` and `grow/N_g0`.
 """
 
 from __future__ import annotations
@@ -29,6 +47,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -41,6 +60,7 @@ from absl import logging
 
 from rest_jax import (
   checkpoints,
+  errors,
   evaluation,
   gin_utils,
   grow,
@@ -66,9 +86,19 @@ class JudgmentsConfig:
 
   task: Any  # Corpus (seqio task name or ParallelCorpus) of (source, reference) pairs.
   num_train_sources: int = 2000  # Train-split sources used for synthetic judgments.
+  # The train sources are [first_train_source, first_train_source + num_train_sources) of
+  # the train split; None: its LAST num_train_sources sources (disjoint from Grow's first
+  # MAX_SOURCES); negative: counted from the end of the split (-4000: size - 4000). The
+  # policy-sample round (grow/g0) samples the same slice.
+  first_train_source: int | None = None
   num_eval_sources: int = 300  # Validation-split sources for held-out synthetic judgments.
   policy_samples_per_source: int = 2  # BC samples per source (0 = none), labelled with chrF.
   corruptions_per_pair: int = 3  # Corrupted references per (source, reference) pair.
+  # 'rules': corruptions labelled by judgments.rule_label, hacked policy samples penalised
+  # (judgments.guard_policy_label); 'chrf': sentence chrF / 100 for everything.
+  labels: str = 'rules'
+  input_length: int = 32  # The policy's source length in tokens (the run's INPUT_LENGTH).
+  target_length: int = 32  # The policy's sample length in tokens (the run's TARGET_LENGTH).
   policy_checkpoint: str = 'bc/best'  # Under MODEL_DIR/checkpoints, or absolute.
   use_mqm: bool = True  # Mix in WMT MQM en-de judgments (if the data is present).
   mqm_path: str | None = None  # Default: judgments.load_mqm_ende's default location.
@@ -77,30 +107,71 @@ class JudgmentsConfig:
   seed: int = 0  # Corruption and split seed.
 
 
-def _pairs(task: Any, split: str, limit: int) -> list[tuple[str, str]]:
-  corpus = task if isinstance(task, tasks.ParallelCorpus) else None
-  if corpus is None:
+def _corpus(task: Any) -> tasks.ParallelCorpus:
+  if not isinstance(task, tasks.ParallelCorpus):
     raise tasks.DataError('JudgmentsConfig.task must be a tasks.ParallelCorpus (e.g. Tatoeba).')
-  return corpus.splits()[split][:limit]
+  return task
+
+
+def _pairs(task: Any, split: str, limit: int, first: int = 0) -> list[tuple[str, str]]:
+  return _corpus(task).splits()[split][first : first + limit]
+
+
+def train_source_slice(cfg: JudgmentsConfig) -> tuple[int, int]:
+  """The train-split sources the judgments use: (first, count).
+
+  Args:
+    cfg: the judgments config (`first_train_source`, `num_train_sources`).
+
+  Returns:
+    (first, count): sources [first, first + count) of the train split,
+    count = min(num_train_sources, size - first). first_train_source None: the
+    last min(num_train_sources, size) sources; negative: size + first_train_source.
+
+  Raises:
+    DataError: the task is not a ParallelCorpus, num_train_sources < 1, or the
+      slice starts outside the train split.
+  """
+  size = len(_corpus(cfg.task).splits()['train'])
+  if cfg.num_train_sources < 1:
+    raise tasks.DataError(
+      f'JudgmentsConfig.num_train_sources={cfg.num_train_sources} must be >= 1.'
+    )
+  if cfg.first_train_source is None:
+    first = max(0, size - cfg.num_train_sources)
+  else:
+    first = cfg.first_train_source + (size if cfg.first_train_source < 0 else 0)
+    if not 0 <= first < size:
+      raise tasks.DataError(
+        f'JudgmentsConfig.first_train_source={cfg.first_train_source} is outside the train '
+        f'split of {size} sources; use -{size} to {size - 1}, or None for the last '
+        'num_train_sources.'
+      )
+  return first, min(cfg.num_train_sources, size - first)
 
 
 def _policy_judgments(
-  model_dir: str, policy_config: network.T5Config, cfg: JudgmentsConfig, lengths: int
+  model_dir: str, policy_config: network.T5Config, cfg: JudgmentsConfig, out_dir: str
 ) -> list[judgments.Judgment]:
-  """BC samples as a Grow round g0, labelled with sentence chrF."""
+  """BC samples of the train slice as a Grow round in `out_dir`, labelled with chrF.
+
+  With labels='rules' a hacked sample's label is penalised (`judgments.guard_policy_label`).
+  """
   if cfg.policy_samples_per_source <= 0:
     return []
+  first, count = train_source_slice(cfg)
   grow_cfg = grow.GrowConfig(
     task=cfg.task,
-    max_sources=cfg.num_train_sources,
+    first_source=first,
+    max_sources=count,
     sources_per_shard=500,
     batch_size=32,
-    input_length=lengths,
-    target_length=lengths,
+    input_length=cfg.input_length,
+    target_length=cfg.target_length,
     human_fraction=0.0,
     seed=cfg.seed,
   )
-  grow.grow(
+  manifest = grow.grow(
     model_dir=model_dir,
     model_config=policy_config,
     grow_config=grow_cfg,
@@ -108,13 +179,24 @@ def _policy_judgments(
     reward=rewards.SentenceChrF(),
     grow_round=0,
     policy_checkpoint=cfg.policy_checkpoint,
+    out_dir=out_dir,
   )
-  rec = grow_io.read_records(grow.round_dir(model_dir, 0))
+  recorded = manifest.get('grow_config', {})
+  wanted = {k: getattr(grow_cfg, k) for k in _G0_KEYS}
+  got = {k: recorded.get(k, 0 if k == 'first_source' else None) for k in _G0_KEYS}
+  if got != wanted:  # A finished round of another configuration is reused by grow.grow.
+    raise tasks.DataError(
+      f'{out_dir} holds policy samples of {got}, but this reward model needs {wanted}. '
+      'Delete that directory (it is re-sampled), or set first_train_source / '
+      'num_train_sources / the lengths to match it.'
+    )
+  rec = grow_io.read_records(out_dir)
+  guard = cfg.labels == 'rules'
   return [
     judgments.Judgment(
       source=s,
       candidate=c,
-      score=float(r),
+      score=judgments.guard_policy_label(c, ref, float(r)) if guard else float(r),
       raw_score=float(raw),
       reference=ref,
       doc=f'src{sid}',
@@ -131,10 +213,19 @@ def _policy_judgments(
   ]
 
 
-def _synthetic(cfg: JudgmentsConfig, split: str, limit: int) -> list[judgments.Judgment]:
-  """References and corrupted references of a split, labelled with chrF."""
+# The settings of a policy-sample round that must match the reward model's.
+_G0_KEYS = ('first_source', 'max_sources', 'input_length', 'target_length')
+
+
+def _synthetic(
+  cfg: JudgmentsConfig, split: str, limit: int, first: int = 0
+) -> list[judgments.Judgment]:
+  """References and corrupted references of a split, labelled by `cfg.labels`."""
   js = judgments.synthetic_judgments(
-    _pairs(cfg.task, split, limit), corruptions_per_pair=cfg.corruptions_per_pair, seed=cfg.seed
+    _pairs(cfg.task, split, limit, first),
+    corruptions_per_pair=cfg.corruptions_per_pair,
+    seed=cfg.seed,
+    labels=cfg.labels,
   )
   # Group by source so pairwise accuracy compares candidates of one source.
   return [dataclasses.replace(j, doc=j.doc or f'{split}:{j.source}') for j in js]
@@ -267,6 +358,7 @@ def train_rm(
   mesh_config: partitioning.MeshConfig = partitioning.MeshConfig(),
   seed: int = 0,
   init_checkpoint: str | None = None,
+  name: str = 'rm',
   progress: bool = True,
   dry_run: bool = False,
 ) -> dict | None:
@@ -289,17 +381,35 @@ def train_rm(
       'pretrained_rm/best', a T5 encoder written by `--run_mode=import_t5
       --gin.TARGET="'reward_model'"`); relative to `MODEL_DIR/checkpoints`, or
       absolute. Ignored when the phase resumes from its own checkpoint.
+    name: the reward model's name (letters, digits, '_'), so several can share
+      `model_dir` (module docstring): 'rm' (ReST's) writes
+      `checkpoints/rm/last`, `eval/reward_model.json`, `summaries/rm`,
+      `config_rm.gin`, `grow/g0`; another name N `checkpoints/N/last`,
+      `eval/reward_model_N.json`, `summaries/N`, `config_N.gin`, `grow/N_g0`.
     progress: progress bars.
     dry_run: print the operative config and return None.
 
   Returns:
-    The evaluation dict written to `eval/reward_model.json`.
+    The evaluation dict written to the eval JSON (see `name`).
+
+  Raises:
+    UserInputError: a bad name; DataError: unusable judgments settings.
   """
+  if not re.fullmatch(r'[A-Za-z0-9_]+', name):
+    raise errors.UserInputError(
+      f'train_rm: name={name!r}; use letters, digits and "_" (it names files and folders).'
+    )
   if dry_run:
     gin_utils.print_operative_config()
     return None
-  gin_utils.write_config(model_dir, 'config_rm.gin')
+  gin_utils.write_config(model_dir, f'config_{name}.gin')
   cfg = judgments_config
+  if cfg.labels not in judgments.LABELS:
+    raise tasks.DataError(f'JudgmentsConfig.labels={cfg.labels!r}; use one of {judgments.LABELS}.')
+  first, count = train_source_slice(cfg)
+  g0_dir = (
+    grow.round_dir(model_dir, 0) if name == 'rm' else os.path.join(model_dir, 'grow', f'{name}_g0')
+  )
   vocab_path = tasks.get_vocabulary(cfg.task).sentencepiece_model_file
   sp = spm.SentencePieceProcessor(model_file=vocab_path)
   if rm_config.encoder.vocab_size < sp.vocab_size():
@@ -308,8 +418,8 @@ def train_rm(
       f'{vocab_path}; set --gin.VOCAB_SIZE={sp.vocab_size()}.'
     )
   tic = time.time()
-  synth_train = _synthetic(cfg, 'train', cfg.num_train_sources)
-  synth_train += _policy_judgments(model_dir, policy_config, cfg, lengths=32)
+  synth_train = _synthetic(cfg, 'train', count, first)
+  synth_train += _policy_judgments(model_dir, policy_config, cfg, g0_dir)
   mqm_train, mqm_eval = _mqm(cfg)
   eval_sets = {
     'synthetic_validation': _synthetic(cfg, 'validation', cfg.num_eval_sources),
@@ -318,13 +428,13 @@ def train_rm(
   }
   train_js = synth_train + mqm_train
   mixture = _register_judgments(
-    cfg, vocab_path, rm_config.max_length, synth_train, mqm_train, eval_sets
+    cfg, vocab_path, rm_config.max_length, synth_train, mqm_train, eval_sets, prefix=name
   )
   logging.info('RM data: %d train judgments in %.1fs', len(train_js), time.time() - tic)
 
   mesh = partitioning.make_mesh(mesh_config)
   tx = optimizers.make(optimizer, num_train_steps)
-  root = os.path.join(model_dir, 'checkpoints', 'rm')
+  root = os.path.join(model_dir, 'checkpoints', name)
   last = checkpoints.Checkpointer(os.path.join(root, 'last'), max_to_keep=1)
 
   def init_fn(r):
@@ -366,12 +476,12 @@ def train_rm(
   steps = trainer.Trainer(
     loss_fn=reward_model.make_loss_fn(rm_config, loss), tx=tx, mesh=mesh, state_shardings=shardings
   )
-  writer = summaries.Writer(os.path.join(model_dir, 'summaries', 'rm'))
+  writer = summaries.Writer(os.path.join(model_dir, 'summaries', name))
   rng, window = jax.random.key(seed + 1), []
   bar = tqdm.tqdm(
     total=num_train_steps,
     initial=int(state.step),
-    desc='train_rm',
+    desc=f'train_rm {name}',
     disable=multihost.bar_disable(progress),
   )
   for step in range(int(state.step), num_train_steps):
@@ -381,11 +491,11 @@ def train_rm(
     bar.update(1)
     if (step + 1) % log_period == 0 or step + 1 == num_train_steps:
       means = trainer.mean_metrics(trainer.to_host(window))
-      trainer.check_finite(means, step=step + 1, phase='rm')
+      trainer.check_finite(means, step=step + 1, phase=name)
       writer.scalars('train', step + 1, means)
       bar.set_postfix(loss=f'{means["loss"]:.4f}')
       if bar.disable:
-        print(f'[rm] step {step + 1}/{num_train_steps} loss {means["loss"]:.4f}', flush=True)
+        print(f'[{name}] step {step + 1}/{num_train_steps} loss {means["loss"]:.4f}', flush=True)
       window = []
   bar.close()
   last.save(int(state.step), state)
@@ -399,29 +509,36 @@ def train_rm(
     eval_batch_size,
   )
   result.update(
+    name=name,
     step=int(state.step),
     loss=loss,
+    labels=cfg.labels,
+    train_sources={'split': 'train', 'first': first, 'count': count},
+    policy_samples_dir=g0_dir if cfg.policy_samples_per_source > 0 else None,
     num_train_judgments=len(train_js),
     num_mqm_train=len(mqm_train),
     num_eval={k: len(v) for k, v in eval_sets.items()},
     checkpoint=os.path.join(root, 'last'),
   )
-  for name, s in result['sets'].items():
+  for set_name, s in result['sets'].items():
     writer.scalars(
-      f'eval_{name}', int(state.step), {k: v for k, v in s['model'].items() if np.isfinite(v)}
+      f'eval_{set_name}', int(state.step), {k: v for k, v in s['model'].items() if np.isfinite(v)}
     )
   writer.close()
   result = _no_nan(result)
-  evaluation.write_json(os.path.join(model_dir, 'eval', 'reward_model.json'), result)
+  eval_file = 'reward_model.json' if name == 'rm' else f'reward_model_{name}.json'
+  evaluation.write_json(os.path.join(model_dir, 'eval', eval_file), result)
   _print_table(result)
   return result
 
 
-def _register_judgments(cfg, vocab_path, max_length, synth_train, mqm_train, eval_sets) -> str:
+def _register_judgments(
+  cfg, vocab_path, max_length, synth_train, mqm_train, eval_sets, prefix='rm'
+) -> str:
   """The judgments as seqio tasks and their mixture (rates proportional to size)."""
   names = [
     judgments.register_judgments_task(
-      'rm_synthetic',
+      f'{prefix}_synthetic',
       {'train': synth_train, 'validation': eval_sets['synthetic_validation']},
       vocab_path,
       max_length,
@@ -431,14 +548,14 @@ def _register_judgments(cfg, vocab_path, max_length, synth_train, mqm_train, eva
   if mqm_train:
     names.append(
       judgments.register_judgments_task(
-        'rm_mqm_ende',
+        f'{prefix}_mqm_ende',
         {'train': mqm_train, 'validation': eval_sets['mqm_ende_heldout_docs']},
         vocab_path,
         max_length,
       )
     )
     rates.append(len(mqm_train) * cfg.mqm_rate_multiplier)
-  return judgments.register_judgments_mixture('rm_judgments', names, rates)
+  return judgments.register_judgments_mixture(f'{prefix}_judgments', names, rates)
 
 
 def _no_nan(obj: Any) -> Any:
@@ -462,5 +579,6 @@ def _print_table(result: dict) -> None:
       )
   for kind, p in result['probes'].items():
     print(
-      f'probe {kind:12} mean delta {p["mean_delta"]:+.3f}  increased {p["fraction_increased"]:.2f}'
+      f'probe {kind:12} mean delta {p["mean_delta"]:+.3f}  increased '
+      f'{p["fraction_increased"]:.2f}  decreased {p["fraction_decreased"]:.2f}'
     )

@@ -209,7 +209,8 @@ def probe_deltas(
   Each reference is scored as the candidate of its source, then transformed by
   `probe_fn(reference, source, kind)` and scored again. A probe that damages
   the translation should lower the score; a high `fraction_increased` (e.g.
-  under repetition) is a sign the scorer can be hacked.
+  under repetition) is a sign the scorer can be hacked, and a scorer that
+  resists a probe has `fraction_decreased` near 1 (ties count in neither).
 
   Args:
     score_fn: `(sources [N], candidates [N]) -> [N]` scores (e.g. a reward model).
@@ -220,7 +221,8 @@ def probe_deltas(
 
   Returns:
     {kind: {'mean_delta': mean(probed - reference score), 'fraction_increased':
-    share of examples whose probed score > reference score, 'mean_score_reference',
+    share of examples whose probed score > reference score, 'fraction_decreased':
+    share whose probed score < reference score, 'mean_score_reference',
     'mean_score_probed'}}, floats, in the order of `kinds`.
 
   Raises:
@@ -241,6 +243,7 @@ def probe_deltas(
     out[kind] = {
       'mean_delta': float(delta.mean()),
       'fraction_increased': float((delta > 0).mean()),
+      'fraction_decreased': float((delta < 0).mean()),
       'mean_score_reference': float(base.mean()),
       'mean_score_probed': float(scores.mean()),
     }

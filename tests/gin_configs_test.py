@@ -2,6 +2,7 @@
 
 import glob
 import os
+import re
 
 import pytest
 
@@ -91,3 +92,50 @@ def test_there_are_configs():
     'rest/wmt_paper.gin',
     'rest/rest_em.gin',
   } <= set(ALL)
+
+
+def _language_pair(name: str, text: str) -> tuple[str, str]:
+  """The (source, target) languages of a gin/rest file's task.
+
+  The shipped Tatoeba task is English->German; a paper config leaves TASK to the
+  user and names its corpus in the header's command (`ParallelCorpus.name`,
+  e.g. 'iwslt14_de_en').
+  """
+  if 'TASK = @tasks.tatoeba_en_de()' in text or "include 'rest/" in text:
+    return ('en', 'de')
+  match = re.search(r"ParallelCorpus\.name=\"'[a-z0-9]+_([a-z]{2})_([a-z]{2})'\"", text)
+  assert match, f'{name}: the header must name its corpus (ParallelCorpus.name=...)'
+  return match.group(1), match.group(2)
+
+
+@pytest.mark.parametrize('name', [n for n in ALL if n.startswith('rest/')])
+def test_rest_configs_use_mqm_only_for_english_german(name):
+  # The WMT MQM judgments are English->German: mixing them into the reward model of
+  # another language pair teaches it to score the wrong languages.
+  text = open(os.path.join(GIN_DIR, name)).read()
+  bindings = ["MODEL_DIR = '/tmp/unused'"]
+  if 'REQUIRED: MODEL_DIR, TASK' in text:
+    bindings.append('TASK = @tasks.tatoeba_en_de()')
+  _parse([name], bindings)
+  pair = _language_pair(name, text)
+  assert {'rest/iwslt_paper.gin': ('de', 'en'), 'rest/wmt_paper.gin': ('zh', 'en')}.get(
+    name, pair
+  ) == pair
+  assert str(gin.query_parameter('reward_training.JudgmentsConfig.use_mqm')) == '%USE_MQM'
+  if pair != ('en', 'de'):
+    assert gin.query_parameter('%USE_MQM') is False, f'{name} is {pair}: set USE_MQM = False'
+
+
+@pytest.mark.parametrize(
+  'name,lengths',
+  [('rest/demo_cpu.gin', 24), ('rest/iwslt_paper.gin', 128), ('rm/tatoeba_en_de_cpu.gin', 24)],
+)
+def test_reward_model_samples_the_runs_lengths(name, lengths):
+  bindings = ["MODEL_DIR = '/tmp/unused'"]
+  if 'REQUIRED: MODEL_DIR, TASK' in open(os.path.join(GIN_DIR, name)).read():
+    bindings.append('TASK = @tasks.tatoeba_en_de()')
+  _parse([name], bindings)
+  # The policy samples of the reward model's judgments use the run's lengths.
+  assert gin.query_parameter('%INPUT_LENGTH') == gin.query_parameter('%TARGET_LENGTH') == lengths
+  for key, macro in (('input_length', '%INPUT_LENGTH'), ('target_length', '%TARGET_LENGTH')):
+    assert str(gin.query_parameter(f'reward_training.JudgmentsConfig.{key}')) == macro

@@ -294,6 +294,27 @@ def test_corruptions_change_the_text_as_specified(seed):
   assert _corrupt('empty', seed) == ''
   assert _corrupt('other_sentence', seed) == 'another sentence'
 
+  # The whole reference 2-3 times.
+  assert _corrupt('repeat_sentence', seed) in (' '.join([_SENTENCE] * t) for t in (2, 3))
+
+  # The reference, then 4 to 13 (n // 2 to 3n // 2) words of it or of the other sentence.
+  appended = _corrupt('append_other', seed).split()
+  assert appended[:9] == words and 4 <= len(appended) - 9 <= 13
+  assert set(appended[9:]) <= set(words) | {'another', 'sentence'}
+
+
+def test_new_corruptions_edge_cases_and_variety():
+  assert {_corrupt('repeat_sentence', s).count('fox') for s in range(20)} == {2, 3}
+  others = [_corrupt('append_other', s).split()[9:] for s in range(20)]
+  assert any({'another', 'sentence'} & set(extra) for extra in others)  # Draws from `other`.
+  assert len({tuple(extra) for extra in others}) > 10
+  for kind in ('repeat_sentence', 'append_other'):
+    assert _corrupt(kind, text='') == ''
+  assert _corrupt('append_other', text='eins').split()[0] == 'eins'
+  # One word, no other sentence: at least 2 extra words, all that word.
+  lone = judgments.corrupt('eins', 'one', '', 'append_other', random.Random(0)).split()
+  assert len(lone) >= 3 and set(lone) == {'eins'}
+
 
 def test_corruptions_are_deterministic_and_edge_cases():
   for kind in judgments.CORRUPTIONS:
@@ -319,12 +340,18 @@ def test_probes_exact_outputs():
   assert judgments.probe('allein', source, 'truncation') == 'allein'
   assert judgments.probe(text, source, 'copy_source') == source
   assert judgments.probe(text, source, 'empty') == ''
+  assert judgments.probe(text, source, 'over_length') == (
+    'Ich habe einen Hund . . Hund einen habe Ich'
+  )
+  assert judgments.probe('  a   b ', source, 'over_length') == 'a b b a'
+  assert judgments.probe('', source, 'over_length') == ''
   assert set(judgments.PROBES) == {
     'repetition',
     'permutation',
     'truncation',
     'copy_source',
     'empty',
+    'over_length',
   }
   with pytest.raises(ValueError, match='unknown kind'):
     judgments.probe(text, source, 'shout')
@@ -345,7 +372,8 @@ def test_synthetic_judgments_count_labels_and_kinds():
   assert [(j.source, j.candidate) for j in refs] == _PAIRS
   assert all(j.score == 1.0 and j.raw_score == pytest.approx(100.0) for j in refs)
   kinds = [j.origin.removeprefix('synthetic:') for j in got if j not in refs]
-  assert kinds == [judgments.CORRUPTIONS[i % 7] for i in range(12)]  # Cycled.
+  n = len(judgments.CORRUPTIONS)
+  assert kinds == [judgments.CORRUPTIONS[i % n] for i in range(12)]  # Cycled.
   empty = [j for j in got if j.origin == 'synthetic:empty']
   assert empty and all(j.candidate == '' and j.score == 0.0 for j in empty)
   other = next(j for j in got if j.origin == 'synthetic:other_sentence')
@@ -354,6 +382,57 @@ def test_synthetic_judgments_count_labels_and_kinds():
   assert all(0.0 <= j.score <= 1.0 for j in got)
   assert judgments.synthetic_judgments(_PAIRS, corruptions_per_pair=3, seed=1) == got
   assert len(judgments.synthetic_judgments(_PAIRS, corruptions_per_pair=0)) == len(_PAIRS)
+
+
+def test_rule_label():
+  assert judgments.rule_label('reference', 0.3) == 1.0
+  for kind in ('copy_source', 'empty', 'other_sentence'):
+    assert judgments.rule_label(kind, 0.9) == 0.0
+  assert judgments.rule_label('repeat_sentence', 0.7) == pytest.approx(0.7 * 0.2)
+  assert judgments.rule_label('truncate', 0.6) == pytest.approx(0.3)
+  assert set(judgments.RULE_PENALTIES) == set(judgments.CORRUPTIONS)
+  assert all(0.0 <= v < 1.0 for v in judgments.RULE_PENALTIES.values())
+  with pytest.raises(ValueError, match='unknown kind'):
+    judgments.rule_label('shout', 0.5)
+
+
+def test_rule_labels_rank_hacks_below_the_reference():
+  pairs = _PAIRS * 5  # 20 pairs x 9 corruptions: every kind at least 6 times.
+  by_kind = collections.defaultdict(list)
+  chrf_by_kind = collections.defaultdict(list)
+  ruled = judgments.synthetic_judgments(pairs, corruptions_per_pair=9, seed=3)
+  plain = judgments.synthetic_judgments(pairs, corruptions_per_pair=9, seed=3, labels='chrf')
+  assert [j.candidate for j in ruled] == [j.candidate for j in plain]  # Same candidates.
+  for r, c in zip(ruled, plain):
+    kind = r.origin.removeprefix('synthetic:')
+    by_kind[kind].append(r.score)
+    chrf_by_kind[kind].append(c.score)
+    assert r.raw_score == c.raw_score  # raw_score stays chrF.
+  assert set(by_kind) == {'reference', *judgments.CORRUPTIONS}
+  assert by_kind['reference'] == [1.0] * len(pairs)
+  for kind in ('copy_source', 'empty', 'other_sentence'):
+    assert by_kind[kind] and set(by_kind[kind]) == {0.0}
+  # chrF alone rates a repeated sentence highly; the rules rate it far below the reference.
+  assert min(chrf_by_kind['repeat_sentence']) > 0.5
+  assert max(by_kind['repeat_sentence']) < 0.25
+  assert max(by_kind['append_other']) < 0.35
+  for kind in judgments.CORRUPTIONS:
+    assert max(by_kind[kind]) < 1.0
+  with pytest.raises(ValueError, match='labels'):
+    judgments.synthetic_judgments(pairs, labels='bleu')
+
+
+def test_guard_policy_label():
+  ref = 'Ich habe einen Hund .'  # 5 words: more than 7.5 is too long.
+  assert not judgments.is_hack('Ich habe einen Hund .', ref)
+  assert not judgments.is_hack('ich habe habe einen großen Hund .', ref)  # 7 words, no 3-gram.
+  assert judgments.is_hack('Ich habe einen Hund , ich habe einen', ref)  # 'ich habe einen' twice.
+  assert judgments.is_hack('a b c d e f g h', ref)  # 8 > 1.5 * 5.
+  assert judgments.guard_policy_label('Ich habe einen Hund .', ref, 0.8) == 0.8
+  assert judgments.guard_policy_label('a b c d e f g h', ref, 0.5) == pytest.approx(
+    0.5 * judgments.POLICY_HACK_PENALTY
+  )
+  assert judgments.POLICY_HACK_PENALTY < 1.0
 
 
 def test_synthetic_judgments_custom_label_fn_and_single_pair():

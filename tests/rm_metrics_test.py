@@ -129,17 +129,18 @@ def test_probe_deltas_with_length_scorer():
 
   def probe_fn(text, source, kind):
     calls.append((text, source, kind))
-    return {'repeat': f'{text} {text}', 'empty': '', 'copy': source}[kind]
+    return {'repeat': f'{text} {text}', 'empty': '', 'copy': source, 'same': 'zz'}[kind]
 
   sources, references = ['xyz', 'x'], ['ab', 'abcd']  # Reference scores 2 and 4.
   out = rm_metrics.probe_deltas(
-    score_fn, sources, references, probe_fn, ['repeat', 'empty', 'copy']
+    score_fn, sources, references, probe_fn, ['repeat', 'empty', 'copy', 'same']
   )
-  assert list(out) == ['repeat', 'empty', 'copy']
+  assert list(out) == ['repeat', 'empty', 'copy', 'same']
   # repeat: 'ab ab' = 5, 'abcd abcd' = 9 -> deltas 3, 5.
   assert out['repeat'] == {
     'mean_delta': 4.0,
     'fraction_increased': 1.0,
+    'fraction_decreased': 0.0,
     'mean_score_reference': 3.0,
     'mean_score_probed': 7.0,
   }
@@ -147,6 +148,7 @@ def test_probe_deltas_with_length_scorer():
   assert out['empty'] == {
     'mean_delta': -3.0,
     'fraction_increased': 0.0,
+    'fraction_decreased': 1.0,
     'mean_score_reference': 3.0,
     'mean_score_probed': 0.0,
   }
@@ -154,9 +156,12 @@ def test_probe_deltas_with_length_scorer():
   assert out['copy'] == {
     'mean_delta': -1.0,
     'fraction_increased': 0.5,
+    'fraction_decreased': 0.5,
     'mean_score_reference': 3.0,
     'mean_score_probed': 2.0,
   }
+  # 'zz' scores 2, 2 -> deltas 0 (a tie: neither increased nor decreased), -2.
+  assert out['same']['fraction_increased'] == 0.0 and out['same']['fraction_decreased'] == 0.5
   assert calls[:2] == [('ab', 'xyz', 'repeat'), ('abcd', 'x', 'repeat')]
   with pytest.raises(ValueError, match='no examples'):
     rm_metrics.probe_deltas(score_fn, [], [], probe_fn, ['empty'])
