@@ -60,6 +60,7 @@ def evaluate_policy(
   config: EvalConfig,
   *,
   reward: rewards_lib.RewardFn | None = None,
+  judge: rewards_lib.RewardFn | None = None,
   progress: bool = True,
 ) -> dict:
   """Loss, token accuracy, greedy BLEU / chrF (and reward) of `params` on a split.
@@ -70,6 +71,8 @@ def evaluate_policy(
     mesh: device mesh.
     config: the split and sizes.
     reward: optional reward source; scores every greedy output.
+    judge: optional second reward source the policy was not trained or
+      selected on (an independent judge); scores the same outputs.
     progress: show a progress bar.
 
   Returns:
@@ -79,7 +82,8 @@ def evaluate_policy(
     `hacking_rate` (the fraction of outputs that show any reward-hacking
     probe's pattern, `metrics.hacking_flags`; each pattern's rate in
     `hacking`); with a reward, also `reward` (mean normalized reward of the
-    outputs, [0, 1]), `reward_std` and `reward_source`.
+    outputs, [0, 1]), `reward_std` and `reward_source`; with a judge, the same
+    as `judge_reward`, `judge_reward_std`, `judge_source`.
   """
   start = time.time()
   vocab = tasks.get_vocabulary(config.task)
@@ -117,6 +121,13 @@ def evaluate_policy(
       reward=float(np.mean(scores)),
       reward_std=float(np.std(scores)),
       reward_source=getattr(reward, 'name', type(reward).__name__),
+    )
+  if judge is not None:
+    judged = judge(srcs, hyps, refs).reward
+    result.update(
+      judge_reward=float(np.mean(judged)),
+      judge_reward_std=float(np.std(judged)),
+      judge_source=getattr(judge, 'name', type(judge).__name__),
     )
   flags = metrics.hacking_flags(srcs, hyps, refs)
   result.update(

@@ -10,9 +10,32 @@ and writes the round as TFRecord shards plus a manifest (`grow_io.py`):
 
 Each chunk is one shard, written under a temporary name and renamed, so a
 killed Grow restarts from its finished shards with no record lost or
-duplicated. Chunk i samples with `fold_in(seed, i)` and batch b of it with
+duplicated. Chunk i of round g samples with
+`chunk_key = fold_in(fold_in(key(seed), g), i)` and batch b of it with
 `fold_in(chunk_key, b)`: a round is the same for a given seed whatever the
-number of devices, and whichever chunks a restart still had to do.
+number of devices, and whichever chunks a restart still had to do; and two
+rounds draw independent random numbers, even from the same policy (with only
+the chunk folded in, round g+1 repeated round g's draws wherever the policy had
+barely changed). `--run_mode=infer` samples with `fold_in(key(seed), b)`: a
+different derivation (one fold, not three), so it shares no key with Grow.
+
+The length cap. A candidate is at most `GrowConfig.target_length` tokens. A
+sample that reaches the cap without EOS is not a complete translation;
+`SamplingConfig.unfinished` says what happens to it: 'keep' (the default, the
+behaviour before the option existed) writes it like any other sample, scored
+on its truncated text and trained with EOS appended (seqio keeps its first
+T - 1 tokens, T being Improve's target_length, then EOS); 'drop' leaves it out
+of the round. A human
+reference longer than target_length - 1 tokens is stored truncated to that
+many (the tokens the policy is trained on, with EOS), and its
+`targets_pretokenized` and reward are those of the decoded truncated tokens,
+not of the full text: the reward then describes what Improve trains on (the
+full reference would score 1.0 against itself and pass any filter, teaching the
+policy to stop mid-sentence). The record's `reference` (what samples are
+scored against) stays the full text. Each shard's sidecar and the manifest
+count `num_truncated_samples` (samples that reached the cap without EOS, kept
+or dropped), `num_dropped_samples` (those left out by 'drop') and
+`num_truncated_references` (human records whose reference was truncated).
 
 `inspect` prints what a round holds: reward statistics, how many records
 survive each threshold of the schedule, per-source counts, and the best and
@@ -36,6 +59,7 @@ import tqdm
 from absl import logging
 
 from rest_jax import (
+  errors,
   evaluation,
   gin_utils,
   grow_io,
@@ -48,6 +72,8 @@ from rest_jax import (
   tasks,
 )
 
+UNFINISHED = ('keep', 'drop')  # SamplingConfig.unfinished.
+
 
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
@@ -57,6 +83,15 @@ class SamplingConfig:
   temperature: float = 0.8  # Sampling temperature (the paper's Grow uses 0.8).
   topk: int = 0  # Top-k filter, 0 = off.
   topp: float = 1.0  # Nucleus filter, 1.0 = off.
+  # A sample that reaches target_length without EOS: 'keep' it (scored on its truncated
+  # text, trained with EOS appended) or 'drop' it from the round. Counted either way.
+  unfinished: str = 'keep'
+
+  def __post_init__(self):
+    if self.unfinished not in UNFINISHED:
+      raise errors.UserInputError(
+        f'SamplingConfig.unfinished={self.unfinished!r}: use one of {", ".join(UNFINISHED)}.'
+      )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +100,11 @@ class GrowConfig:
 
   task: Any  # seqio task name or `tasks.ParallelCorpus` the sources come from.
   split: str = 'train'  # Split of the task whose sources are grown.
-  max_sources: int | None = None  # First N sources of the split (None = all).
+  # Sources [first_source, first_source + max_sources) of the split, in split order
+  # (max_sources None = all from first_source on). Records keep the index within the split
+  # as `source_id`. The reward model's judgments use other sources (see JudgmentsConfig).
+  first_source: int = 0
+  max_sources: int | None = None
   sources_per_shard: int = 256  # Sources per chunk; one chunk = one shard.
   batch_size: int = 32  # Sources per sampler call (rows = batch_size * N).
   input_length: int = 32  # Longest source in tokens (longer ones are truncated).
@@ -89,6 +128,17 @@ class _Sources:
 
 
 def _load_sources(cfg: GrowConfig) -> _Sources:
+  """Sources [first_source, first_source + max_sources) of the split, in split order.
+
+  The split is read unshuffled, so the first `first_source` examples are skipped
+  deterministically (they are still tokenized: `tasks.get_dataset` has no offset).
+  Index k of the result is example `cfg.first_source + k` of the split.
+  """
+  if cfg.first_source < 0 or (cfg.max_sources is not None and cfg.max_sources < 1):
+    raise tasks.DataError(
+      f'GrowConfig: first_source={cfg.first_source} must be >= 0 and max_sources='
+      f'{cfg.max_sources} None or >= 1.'
+    )
   data = tasks.get_dataset(
     cfg.task,
     cfg.split,
@@ -99,19 +149,25 @@ def _load_sources(cfg: GrowConfig) -> _Sources:
     seed=0,
     repeat=False,
     with_text=True,
-    max_examples=cfg.max_sources,
+    max_examples=None if cfg.max_sources is None else cfg.first_source + cfg.max_sources,
   )
-  out = _Sources([], [], [])
+  out, seen = _Sources([], [], []), 0
   for batch in data:
     for row, src, ref in zip(
       batch['encoder_input_tokens'], batch['inputs_pretokenized'], batch['targets_pretokenized']
     ):
+      seen += 1
+      if seen <= cfg.first_source:
+        continue
       row = row[row > 0]
       out.tokens.append(row[:-1] if len(row) and row[-1] == 1 else row)  # Drop EOS.
       out.texts.append(str(src))
       out.references.append(str(ref))
   if not out.texts:
-    raise tasks.DataError(f'Grow: split {cfg.split!r} of {cfg.task} has no sources.')
+    raise tasks.DataError(
+      f'Grow: split {cfg.split!r} of {cfg.task} has no sources from first_source='
+      f'{cfg.first_source} on ({seen} in the split).'
+    )
   return out
 
 
@@ -196,6 +252,14 @@ def _pad_rows(rows: Sequence[np.ndarray], num_rows: int, length: int, eos: bool)
   return out
 
 
+def chunk_key(seed: int, grow_round: int, chunk: int) -> jax.Array:
+  """The sampling key of chunk `chunk` of round `grow_round`: fold_in(fold_in(key(seed), g), i).
+
+  Batch b of the chunk samples with `fold_in(chunk_key, b)`.
+  """
+  return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), grow_round), chunk)
+
+
 def _grow_chunk(
   chunk: int,
   ids: Sequence[int],
@@ -209,17 +273,24 @@ def _grow_chunk(
   policy_step: int,
   timing: dict[str, float],
   owner: bool = True,
+  counts: dict[str, int] | None = None,
 ) -> list[dict]:
   """Samples, scores and builds the records of one chunk of sources.
 
   Adds the seconds spent sampling (policy and human-reference scoring) and
-  computing rewards to `timing['sample_seconds']` / `timing['reward_seconds']`.
+  computing rewards to `timing['sample_seconds']` / `timing['reward_seconds']`,
+  and the chunk's length-cap counts (`grow_io.TRUNCATION_COUNTS`, see the module
+  docstring) to `counts`. Samples without EOS are dropped when
+  `sampling.unfinished == 'drop'`.
   In a multi-process run every process takes part in sampling (on the global
   mesh) and computes the rewards of an interleaved share of the records
   (`multihost.map_rows`); only the chunk's `owner` returns the records (the
   others return []) and writes them.
   """
-  key = jax.random.fold_in(jax.random.key(cfg.seed), chunk)
+  counts = {} if counts is None else counts
+  for name in grow_io.TRUNCATION_COUNTS:
+    counts.setdefault(name, 0)
+  key = chunk_key(cfg.seed, grow_round, chunk)
   order = sorted(ids, key=lambda i: (len(sources.tokens[i]), i))  # Similar lengths together.
   records = []
   for b, start in enumerate(range(0, len(order), cfg.batch_size)):
@@ -229,11 +300,16 @@ def _grow_chunk(
     tic = time.perf_counter()
     tokens, log_probs = sampler.sample(enc, jax.random.fold_in(key, b))
     # The human reference of a source joins D_g (scored by the policy too).
-    refs = {
-      i: np.asarray(vocab.encode(sources.references[i]), np.int32)[: cfg.target_length - 1]
-      for i in batch_ids
-      if _keeps_human(cfg.seed, i, cfg.human_fraction)
-    }
+    # Stored as the tokens it is trained on (at most target_length - 1, then EOS); a
+    # truncated one gets the text (and so the reward) of those tokens.
+    refs, ref_texts = {}, {}
+    for i in batch_ids:
+      if _keeps_human(cfg.seed, i, cfg.human_fraction):
+        full = np.asarray(vocab.encode(sources.references[i]), np.int32)
+        refs[i] = full[: cfg.target_length - 1]
+        cut = len(refs[i]) < len(full)
+        ref_texts[i] = vocab.decode(refs[i].tolist()) if cut else sources.references[i]
+        counts['num_truncated_references'] += int(cut)
     human_lp = {}
     if refs:
       rows = [refs.get(i, []) for i in batch_ids]
@@ -245,11 +321,16 @@ def _grow_chunk(
         'inputs': sources.tokens[i],
         'inputs_pretokenized': sources.texts[i],
         'reference': sources.references[i],
-        'source_id': i,
+        'source_id': cfg.first_source + i,  # The index within the split.
         'grow_round': grow_round,
         'policy_step': policy_step,
       }
       for n in range(sampling.num_samples):
+        if not (tokens[row, n] == 1).any():  # Reached target_length without EOS.
+          counts['num_truncated_samples'] += 1
+          if sampling.unfinished == 'drop':
+            counts['num_dropped_samples'] += 1
+            continue
         cand = _strip(tokens[row, n], eos_id=1)
         records.append(
           dict(
@@ -266,7 +347,7 @@ def _grow_chunk(
           dict(
             base,
             targets=refs[i],
-            targets_pretokenized=sources.references[i],
+            targets_pretokenized=ref_texts[i],
             log_prob=human_lp[i],
             sample_index=-1,
             is_human=1,
@@ -283,7 +364,10 @@ def _grow_chunk(
     )
     return np.stack([scores.reward, scores.raw], axis=1)
 
-  scores = multihost.map_rows(score, len(records), 2, f'grow g{grow_round} rewards')
+  if records:  # Every process holds the same records: all skip an empty chunk together.
+    scores = multihost.map_rows(score, len(records), 2, f'grow g{grow_round} rewards')
+  else:  # Every sample was dropped ('drop') and no human reference joins.
+    scores = np.zeros((0, 2), np.float32)
   timing['reward_seconds'] += time.perf_counter() - tic
   if not np.all(np.isfinite(scores[:, 0])):
     raise FloatingPointError(f'grow g{grow_round}: non-finite reward in chunk {chunk}.')
@@ -307,6 +391,8 @@ def grow(
   mesh_config: partitioning.MeshConfig = partitioning.MeshConfig(),
   progress: bool = True,
   dry_run: bool = False,
+  out_dir: str | None = None,
+  reward_train_sources: dict | None = None,
 ) -> dict | None:
   """Writes Grow round `grow_round` to `MODEL_DIR/grow/g<g>/` and returns its manifest.
 
@@ -322,6 +408,11 @@ def grow(
     mesh_config: device mesh; the sampler's batch is split over its data axes.
     progress: show a progress bar.
     dry_run: print the operative config and return None.
+    out_dir: write the round here instead of `round_dir(model_dir, grow_round)`
+      (its operative config is `MODEL_DIR/config_grow_<basename>.gin`).
+    reward_train_sources: which sources the reward models (and judges) were
+      trained on, e.g. {'rm': {'split': 'train', 'first': 162784, 'count':
+      2000}}; recorded in the manifest beside Grow's own sources.
 
   Returns:
     The round's manifest (also `round_dir/manifest.json`).
@@ -329,7 +420,7 @@ def grow(
   if dry_run:
     gin_utils.print_operative_config()
     return None
-  out_dir = round_dir(model_dir, grow_round)
+  out_dir = out_dir or round_dir(model_dir, grow_round)
   try:
     manifest = grow_io.verify_round(out_dir)
     logging.info('Grow round %d already finished: %s', grow_round, out_dir)
@@ -337,7 +428,7 @@ def grow(
   except grow_io.GrowDataError:
     pass
   evaluation.check_vocab_size(model_config, grow_config.task)
-  gin_utils.write_config(model_dir, f'config_grow_g{grow_round}.gin')
+  gin_utils.write_config(model_dir, f'config_grow_{os.path.basename(out_dir)}.gin')
   vocab = tasks.get_vocabulary(grow_config.task)
   sources = _load_sources(grow_config)
   num_sources = len(sources.texts)
@@ -379,6 +470,7 @@ def grow(
       chunk * grow_config.sources_per_shard,
       min((chunk + 1) * grow_config.sources_per_shard, num_sources),
     )
+    counts: dict[str, int] = {}  # The chunk's length-cap counts, for its sidecar.
     records = _grow_chunk(
       chunk,
       ids,
@@ -392,11 +484,12 @@ def grow(
       int(policy_step),
       timing,
       owner=chunk % num_processes == process,
+      counts=counts,
     )
     error = None
     if chunk % num_processes == process:  # Shard `chunk` belongs to process chunk % P.
       try:
-        grow_io.write_shard(out_dir, chunk, num_shards, records, process=process)
+        grow_io.write_shard(out_dir, chunk, num_shards, records, process=process, stats=counts)
       except Exception as e:  # noqa: BLE001  (raised on every process just below)
         error = e
     multihost.raise_together(error, f'grow g{grow_round}: writing shard {chunk}')
@@ -418,6 +511,12 @@ def grow(
       sampling=dataclasses.asdict(sampling),
       grow_config={k: v for k, v in dataclasses.asdict(grow_config).items() if k != 'task'},
       reward_source=getattr(reward, 'name', type(reward).__name__),
+      sources={
+        'split': grow_config.split,
+        'first': grow_config.first_source,
+        'count': num_sources,
+      },
+      reward_train_sources=reward_train_sources,
       timing={'seconds_this_run': seconds, **timing, 'resumed_shards': len(done)},
       num_processes=num_processes,
       vocab_path=vocab.sentencepiece_model_file,
@@ -467,6 +566,7 @@ def _write_round_manifest(out_dir: str, num_shards: int, resumed: dict, **meta) 
     reward_stats_human=grow_io.reward_statistics(cols['reward'][is_human]),
     sampled_sequences=int((~is_human).sum()),
     sampled_tokens=int(sum(len(t) + 1 for t in cols['targets'][~is_human])),
+    **grow_io.truncation_totals(infos),
     **meta,
   )
 

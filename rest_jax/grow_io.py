@@ -3,9 +3,11 @@
 A round directory `MODEL_DIR/grow/g<g>/` holds
 
   part-00000-of-00004.tfrecord       tf.train.Examples (schema below)
-  part-00000-of-00004.tfrecord.json  sidecar: count and sha256 of that shard
+  part-00000-of-00004.tfrecord.json  sidecar: count and sha256 of that shard, and
+                                     its length-cap counts (TRUNCATION_COUNTS)
   ...
-  manifest.json                      shards (count, sha256), reward statistics,
+  manifest.json                      shards (count, sha256, length-cap counts),
+                                     reward statistics, the length-cap totals,
                                      sampling config, policy step
 
 Every file is written under a temporary name and renamed into place, so a
@@ -51,6 +53,10 @@ INT_LIST_FEATURES = ('inputs', 'targets')
 TEXT_FEATURES = ('inputs_pretokenized', 'targets_pretokenized', 'reference')
 FLOAT_FEATURES = ('reward', 'raw_reward', 'log_prob')
 INT_FEATURES = ('source_id', 'sample_index', 'is_human', 'grow_round', 'policy_step')
+# Length-cap counts of a shard (sidecar) and of a round (manifest), see grow.py:
+# samples that reached target_length without EOS, those of them left out of the round
+# (SamplingConfig.unfinished='drop'), and human references stored truncated.
+TRUNCATION_COUNTS = ('num_truncated_samples', 'num_dropped_samples', 'num_truncated_references')
 QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
 DEFAULT_THRESHOLDS = (0.0, 0.7, 0.8, 0.9, 0.95, 0.99)
 
@@ -121,6 +127,7 @@ def write_shard(
   num_shards: int,
   records: Iterable[Mapping[str, Any]],
   process: int = 0,
+  stats: Mapping[str, int] | None = None,
 ) -> dict:
   """Writes one shard (temp name, then rename) and its sidecar.
 
@@ -130,9 +137,12 @@ def write_shard(
     num_shards: total number of shards of the round.
     records: the records (dicts with every schema key).
     process: index of the process that wrote it (recorded in the sidecar).
+    stats: integer counts about the shard kept in its sidecar (Grow's
+      `TRUNCATION_COUNTS`: what was dropped cannot be recounted from the records).
 
   Returns:
-    {'file': name, 'count': records written, 'sha256': hex digest, 'process': process}.
+    {'file': name, 'count': records written, 'sha256': hex digest, 'process': process,
+    **stats}.
   """
   tf.io.gfile.makedirs(round_dir)
   name = shard_name(index, num_shards)
@@ -144,7 +154,13 @@ def write_shard(
       writer.write(encode_record(record))
       count += 1
   tf.io.gfile.rename(tmp, path, overwrite=True)
-  info = {'file': name, 'count': count, 'sha256': _sha256(path), 'process': process}
+  info = {
+    **{k: int(v) for k, v in (stats or {}).items()},
+    'file': name,
+    'count': count,
+    'sha256': _sha256(path),
+    'process': process,
+  }
   _write_json(path + '.json', info)
   return info
 
@@ -180,6 +196,17 @@ def reward_statistics(rewards: np.ndarray, thresholds: Sequence[float] = DEFAULT
     'quantiles': {str(q): float(np.quantile(rewards, q)) for q in QUANTILES},
     'histogram': {'edges': [float(e) for e in edges], 'counts': [int(c) for c in hist]},
     'kept_above': {str(t): int((rewards > t).sum()) for t in thresholds},
+  }
+
+
+def truncation_totals(shards: Sequence[Mapping[str, Any]]) -> dict[str, int | None]:
+  """The round's `TRUNCATION_COUNTS`: sums over the shard infos (sidecars).
+
+  A count is None when a shard lacks it (written before the counts existed).
+  """
+  return {
+    k: (int(sum(s[k] for s in shards)) if all(k in s for s in shards) else None)
+    for k in TRUNCATION_COUNTS
   }
 
 

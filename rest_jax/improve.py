@@ -285,10 +285,13 @@ def _write_history(path: str, rows: list[dict]) -> None:
 
 
 def _early_stop_state(history: list[dict], patience: int) -> tuple[float, int, bool]:
-  """(best reward, validations since it, whether to stop) after `history`."""
+  """(best reward, validations since it, whether to stop) after `history`.
+
+  A tie is no gain: the tie rule of the `best/` checkpoint (`checkpoints.is_better`).
+  """
   best, since = -np.inf, 0
   for row in history:
-    if row['reward'] > best:
+    if checkpoints.is_better(row['reward'], best, 'max'):
       best, since = row['reward'], 0
     else:
       since += 1
@@ -394,6 +397,8 @@ def improve(
   improve_step: int = 1,
   init_checkpoint: str = 'bc/best',
   baseline: dict | None = None,
+  control_task: Any = None,
+  name: str | None = None,
   mesh_config: partitioning.MeshConfig = partitioning.MeshConfig(),
   seed: int = 0,
   progress: bool = True,
@@ -415,6 +420,11 @@ def improve(
     baseline: validation metrics of `init_checkpoint` under `eval_config` and
       `reward`, when the caller has them (the ReST loop's previous eval
       phase): they stand for the step-0 validation instead of recomputing it.
+    control_task: train on this task's human train split instead of the
+      filtered Grow round (the ReST loop's compute-matched BC control: give it
+      the ReST step's step count, `patience=0` and the 'bc' loss in
+      `improve_config`); no filter is applied.
+    name: the step's checkpoint / eval / summary name (default 'g<g>_i<i>').
     mesh_config: device mesh.
     seed: dropout seed.
     progress: progress bars.
@@ -434,7 +444,7 @@ def improve(
     gin_utils.print_operative_config()
     return None
   cfg = improve_config
-  phase = phase_name(grow_round, improve_step)
+  phase = name or phase_name(grow_round, improve_step)
   result_path = os.path.join(model_dir, 'eval', f'{phase}_validation.json')
   if os.path.exists(result_path):
     with open(result_path) as f:
@@ -443,12 +453,28 @@ def improve(
     return done
   evaluation.check_vocab_size(model_config, eval_config.task)
   gin_utils.write_config(model_dir, f'config_improve_{phase}.gin')
-  round_dir = grow.round_dir(model_dir, grow_round)
-  manifest = grow_io.verify_round(round_dir)
-  filtered, filter_stats, keys, by_tau = _filter_round(round_dir, cfg, improve_step)
-  task = _register_filtered(round_dir, manifest['vocab_path'], filtered, keys, by_tau, phase)
+  if control_task is None:
+    round_dir = grow.round_dir(model_dir, grow_round)
+    manifest = grow_io.verify_round(round_dir)
+    filtered, filter_stats, keys, by_tau = _filter_round(round_dir, cfg, improve_step)
+    task = _register_filtered(round_dir, manifest['vocab_path'], filtered, keys, by_tau, phase)
+    data_facts = {
+      'tau': filtered.tau,
+      'filter': filtered.description,
+      'fell_back': filtered.fell_back,
+      'n_train_examples': filtered.kept,
+      **filter_stats,
+    }
+  else:  # The compute-matched control: the human data, unfiltered.
+    task, size = control_task, tasks.dataset_size(control_task, 'train')
+    data_facts = {
+      'tau': None,
+      'filter': 'the human data (compute-matched BC control)',
+      'fell_back': False,
+      'n_train_examples': size,
+    }
   logging.info(
-    '%s: %s keeps %d of %d', phase, filtered.description, filtered.kept, filter_stats['total']
+    '%s trains on %s (%d examples)', phase, data_facts['filter'], data_facts['n_train_examples']
   )
 
   mesh = partitioning.make_mesh(mesh_config)
@@ -509,7 +535,13 @@ def improve(
   spec = losses.LOSSES[cfg.loss]
   pack = cfg.pack and cfg.loss == 'bc'
   data = _stream(
-    task, cfg, cfg.batch_size, spec.batch_fields, pack=pack, skip=start, size=filtered.kept
+    task,
+    cfg,
+    cfg.batch_size,
+    spec.batch_fields,
+    pack=pack,
+    skip=start,
+    size=data_facts['n_train_examples'],
   )
   steps = trainer.Trainer(
     loss_fn=make_loss_fn(model, cfg), tx=tx, mesh=mesh, state_shardings=shardings
@@ -592,16 +624,12 @@ def improve(
     'phase': phase,
     'grow_round': grow_round,
     'improve_step': improve_step,
-    'tau': filtered.tau,
-    'filter': filtered.description,
-    'fell_back': filtered.fell_back,
-    'n_train_examples': filtered.kept,
-    **filter_stats,
+    **data_facts,
     'learning_rate': lr,
     'loss_name': cfg.loss,
     'init_checkpoint': init_dir,
     'init_step': int(init_step),
-    'seqio_task': task,
+    'seqio_task': getattr(task, 'name', task),
   }
   evaluation.write_json(result_path, result)
   return result

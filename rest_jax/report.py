@@ -230,23 +230,36 @@ def _method(row: dict) -> str:
     return 'BC'
   if phase == 'improve':
     return f'ReST (G={row.get("g", "?")}, I={row.get("i", "?")})'
+  if phase == 'bc_more':
+    return f'BC control (G={row.get("g", "?")}, I={row.get("i", "?")})'
   return str(phase)
 
 
 def _summary_table(rows: Sequence[dict]) -> str:
-  """The per-phase table, `<table id="summary">`, one `<tr>` per summary row."""
-  splits = ('val', 'test')
-  metrics = [('reward', 'reward', '.4f'), ('bleu', 'BLEU', '.2f'), ('chrf', 'chrF', '.2f')]
-  if any(f'{s}_length_ratio' in r for r in rows for s in splits):
-    metrics.append(('length_ratio', 'length ratio', '.3f'))
-  header = ['Method', 'G', 'I', 'τ', 'Loss', 'Training examples']
-  split_names = {'val': 'Val', 'test': 'Test'}
-  header += [f'{split_names[s]} {title}' for s in splits for _, title, _ in metrics]
+  """The per-phase table, `<table id="summary">`, one `<tr>` per summary row.
+
+  The test split's columns come first (the results: nothing selects on it),
+  then the validation split's, marked as the selection split.
+  """
+  columns = [  # (split, key, title, format)
+    ('test', 'reward', 'Test reward', '.4f'),
+    ('test', 'judge_reward', 'Test judge reward', '.4f'),
+    ('test', 'bleu', 'Test BLEU', '.2f'),
+    ('test', 'chrf', 'Test chrF', '.2f'),
+    ('test', 'length_ratio', 'Test length ratio', '.3f'),
+    ('test', 'hacking_rate', 'Test hacking rate', '.3f'),
+    ('val', 'reward', 'Val reward (selection)', '.4f'),
+    ('val', 'judge_reward', 'Val judge reward', '.4f'),
+    ('val', 'bleu', 'Val BLEU (selection split)', '.2f'),
+    ('val', 'chrf', 'Val chrF (selection split)', '.2f'),
+  ]
+  columns = [c for c in columns if any(r.get(f'{c[0]}_{c[1]}') is not None for r in rows)]
+  header = ['Method', 'G', 'I', 'τ', 'Loss', 'Training examples'] + [c[2] for c in columns]
   body = []
   for r in rows:
     cells = [_method(r), _fmt(r.get('g'), 'd'), _fmt(r.get('i'), 'd'), _fmt(r.get('tau'), '.4f')]
     cells += [_fmt(r.get('loss_name')), _fmt(r.get('n_train_examples'), ',')]
-    cells += [_fmt(r.get(f'{s}_{key}'), spec) for s in splits for key, _, spec in metrics]
+    cells += [_fmt(r.get(f'{split}_{key}'), spec) for split, key, _, spec in columns]
     body.append(cells)
   return _table_html(header, body, table_id='summary')
 
@@ -259,7 +272,13 @@ def _section_summary(model_dir: str, out_dir: str) -> str:
     return _note(f'eval/summary.json: {NOT_AVAILABLE}.')
   return (
     _summary_table(rows)
-    + '<p class="meta">Training examples: what the phase trained on (BC: the human data; '
+    + '<p class="meta">Test columns: the test split, which no phase selects on: the results. '
+    'Val columns: the validation split, which selects every checkpoint and stops every '
+    'Improve step early, so its reward cannot fall from row to row by construction. '
+    'Judge: a reward the policy was neither trained nor selected on (a second reward model '
+    'on other sources). BC control: the BC policy trained on the human data alone for as '
+    'many steps as the ReST rows, selected the same way. '
+    'Training examples: what the phase trained on (BC and its control: the human data; '
     'Improve: the filtered Grow data, distinct samples plus kept human references). '
     'τ: the reward threshold of the Improve step.</p>'
   )
@@ -381,7 +400,10 @@ def _section_distributions(model_dir: str, out_dir: str) -> str:
 
 def _short_label(row: dict) -> str:
   """'BC' or 'g<g>i<i>' for a plot's x axis."""
-  return 'BC' if row.get('phase') == 'bc' else f'g{row.get("g", "?")}i{row.get("i", "?")}'
+  if row.get('phase') == 'bc':
+    return 'BC'
+  prefix = 'ctl ' if row.get('phase') == 'bc_more' else ''
+  return f'{prefix}g{row.get("g", "?")}i{row.get("i", "?")}'
 
 
 def _plot_reward_per_phase(rows: Sequence[dict], path: str) -> bool:
@@ -396,7 +418,8 @@ def _plot_reward_per_phase(rows: Sequence[dict], path: str) -> bool:
     for split, marker in (('val', 'o'), ('test', 's')):
       ys = [_number(r.get(f'{split}_{key}')) for r in rows]
       ys = [math.nan if y is None else y for y in ys]
-      ax.plot(x, ys, marker=marker, label=split)
+      label = 'val (selection)' if split == 'val' else 'test'
+      ax.plot(x, ys, marker=marker, label=label)
     ax.set_xticks(x, labels, rotation=45 if len(x) > 8 else 0, fontsize=8)
     ax.set_title(f'{title} per phase')
     ax.set_xlabel('phase')
@@ -514,12 +537,8 @@ def _metrics_table(
   return _table_html(list(first) + keys, body)
 
 
-def _section_reward_model(model_dir: str, out_dir: str) -> str:
-  """Section 6: the reward model's agreement with judgments and its probes."""
-  del out_dir
-  rm = _read_json(os.path.join(model_dir, 'eval', 'reward_model.json'))
-  if not isinstance(rm, dict):
-    return _note(f'eval/reward_model.json: {NOT_AVAILABLE} (or the run uses a fixed reward).')
+def _reward_model_html(rm: dict) -> str:
+  """One reward model's facts, agreement with judgments, and probes."""
   parts = []
   facts = [(k, v) for k, v in sorted(rm.items()) if _number(v) is not None or isinstance(v, str)]
   if facts:
@@ -533,14 +552,44 @@ def _section_reward_model(model_dir: str, out_dir: str) -> str:
   parts.append('<h3>Probes</h3>')
   probes = [(str(k), v) for k, v in _dict(rm.get('probes')).items() if _is_metrics(v)]
   if probes:
-    known = ('mean_delta', 'fraction_increased')
+    known = ('mean_delta', 'fraction_increased', 'fraction_decreased')
     parts.append(_metrics_table(['probe'], [((p,), m) for p, m in probes], known))
     parts.append(
       '<p class="meta">mean delta: mean score of the probed output minus that of the '
-      'reference; fraction increased: how often the probe raised the score.</p>'
+      'reference; fraction increased / decreased: how often the probe raised / lowered '
+      'the score.</p>'
     )
   else:
     parts.append(_note(f'Probes: {NOT_AVAILABLE}.'))
+  return '\n'.join(parts)
+
+
+def _section_reward_model(model_dir: str, out_dir: str) -> str:
+  """Section 6: the reward model's (and the judge's) agreement with judgments and probes."""
+  del out_dir
+  rm = _read_json(os.path.join(model_dir, 'eval', 'reward_model.json'))
+  if not isinstance(rm, dict):
+    parts = [_note(f'eval/reward_model.json: {NOT_AVAILABLE} (or the run uses a fixed reward).')]
+  else:
+    parts = [_reward_model_html(rm)]
+  run_reward = _read_json(os.path.join(model_dir, 'eval', 'reward_probes.json'))
+  if isinstance(run_reward, dict):
+    probes = [(str(k), v) for k, v in _dict(run_reward.get('probes')).items() if _is_metrics(v)]
+    parts.append(
+      f"<h3>Probes of the run's reward ({_e(run_reward.get('reward'))})</h3>"
+      '<p class="meta">The reward Grow, Improve and evaluation use: the reward model above '
+      'with the guards (and the metric mix) when they are on.</p>'
+    )
+    known = ('mean_delta', 'fraction_increased', 'fraction_decreased')
+    parts.append(_metrics_table(['probe'], [((p,), m) for p, m in probes], known))
+  judge = _read_json(os.path.join(model_dir, 'eval', 'reward_model_rm_judge.json'))
+  if isinstance(judge, dict):
+    parts.append(
+      '<h3>The independent judge</h3><p class="meta">A second reward model, trained on '
+      'other train sources with another seed; it scores every evaluated policy (the judge '
+      'columns) and never filters or selects.</p>'
+    )
+    parts.append(_reward_model_html(judge))
   return '\n'.join(parts)
 
 

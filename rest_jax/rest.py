@@ -2,6 +2,8 @@
 
   bc            behaviour cloning on the human data (or an `initial_policy`)
   rm            train the reward model (or load `rm_checkpoint`, or use `reward`)
+  rm_judge      train the independent judge: a second reward model on other
+                train sources and another seed (with `judge_phase`)
   eval_bc       validation and test of the BC policy: row (bc, g=0, i=0)
   for g in 1..G:
     grow_g<g>        sample with the latest policy, score, write grow/g<g>
@@ -9,6 +11,18 @@
       improve_g<g>_i<i>  filter D_g with the schedule's step i-1, fine-tune from
                          the previous policy (ReST) or the base policy (ReST-EM)
       eval_g<g>_i<i>     validation and test of its best checkpoint: row (improve, g, i)
+      bc_more_g<g>_i<i>  (with `control`) the compute-matched BC control: the
+                         control's previous policy trained on the human data
+                         alone for as many optimizer steps as improve_g<g>_i<i>
+                         took, with its batch size, learning rate and selection
+    eval_bc_more_g<g>_i<I>  (with `control`) row (bc_more, g, I)
+
+Selection and reporting are separate. Every checkpoint choice (BC's best,
+each Improve step's best, early stopping) is made on the validation split, so
+a `val_*` column cannot be read as evidence: the selected validation reward
+cannot fall. The test split is never selected on: the `test_*` columns are
+the results. The independent judge (`judge_*` columns) is a reward the policy
+was neither trained nor selected on.
 
 `MODEL_DIR/rest_state.json` (written atomically after every phase) lists the
 plan, the finished phases and the policy each Grow samples from. A restarted
@@ -20,12 +34,13 @@ and the step), so a resumed run ends with the same parameters and the same
 `eval/summary.json` as an uninterrupted one. Only NUM_GROW_ROUNDS may change
 between restarts (more rounds continue a finished run).
 
-`eval/summary.json` has one row per evaluated policy: phase, g, i, tau,
-loss_name, n_train_examples, val_reward, val_bleu, val_chrf, test_reward,
-test_bleu, test_chrf (plus, per split, `length_ratio` (output words over
-reference words), `repetition_rate` and `hacking_rate` (`metrics.hacking_flags`),
-which show a policy exploiting its reward model; the checkpoint and its step).
-It is rewritten after every eval phase. With `best_of_n`, the BC and the final
+`eval/summary.json` has one row per evaluated policy (`SUMMARY_COLUMNS`):
+phase, g, i, tau, loss_name, n_train_examples, the test split's reward, judge
+reward, BLEU, chrF, length ratio and hacking rate, then the validation split's
+(selection) reward, judge reward, BLEU and chrF; plus, per split,
+`repetition_rate` and `hacking_rate` (`metrics.hacking_flags`), the checkpoint
+and its step. `splits` in the file says what each split was used for. It is
+rewritten after every eval phase. With `best_of_n`, the BC and the final
 policy's eval phases also write the reward-against-N curves
 `eval/best_of_n_{bc,final}.json`. `report/report.html` is regenerated after
 every phase (`report.write_report`, about 1.5 s).
@@ -48,21 +63,26 @@ from rest_jax import (
   grow,
   improve,
   infer,
+  judgments,
   models,
   multihost,
   network,
   optimizers,
   partitioning,
+  pretrained,
   report,
   reward_model,
   reward_training,
   rewards,
+  rm_metrics,
   summaries,
   tasks,
   train,
 )
 
 STATE_FILE = 'rest_state.json'
+JUDGE = 'rm_judge'  # The independent judge's phase and checkpoint name.
+CONTROL = 'bc_more'  # The compute-matched BC control's phase and checkpoint prefix.
 SUMMARY_COLUMNS = (
   'phase',
   'g',
@@ -70,13 +90,24 @@ SUMMARY_COLUMNS = (
   'tau',
   'loss_name',
   'n_train_examples',
-  'val_reward',
-  'val_bleu',
-  'val_chrf',
   'test_reward',
+  'test_judge_reward',
   'test_bleu',
   'test_chrf',
+  'test_length_ratio',
+  'test_hacking_rate',
+  'val_reward',
+  'val_judge_reward',
+  'val_bleu',
+  'val_chrf',
 )
+# What each split is used for (written into eval/summary.json and the report).
+SPLITS = {
+  'val': 'validation: selects every checkpoint and stops early (selected on; not evidence)',
+  'test': 'test: never selected on (the results)',
+  'judge': 'judge: a reward the policy was neither trained nor selected on',
+}
+_FORMATS = {'reward': '.4f', 'ratio': '.3f', 'rate': '.3f'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,13 +137,26 @@ class RewardModelPhase:
   init_checkpoint: str | None = None
 
 
-def plan(num_grow_rounds: int, num_improve_steps: int, *, bc: bool, rm: bool) -> list[str]:
+def plan(
+  num_grow_rounds: int,
+  num_improve_steps: int,
+  *,
+  bc: bool,
+  rm: bool,
+  judge: bool = False,
+  control: bool = False,
+) -> list[str]:
   """The phase names of a run, in order (see the module docstring)."""
-  phases = (['bc'] if bc else []) + (['rm'] if rm else []) + ['eval_bc']
+  phases = (['bc'] if bc else []) + (['rm'] if rm else []) + (['rm_judge'] if judge else [])
+  phases.append('eval_bc')
   for g in range(1, num_grow_rounds + 1):
     phases.append(f'grow_g{g}')
     for i in range(1, num_improve_steps + 1):
       phases += [f'improve_g{g}_i{i}', f'eval_g{g}_i{i}']
+      if control:
+        phases.append(f'{CONTROL}_g{g}_i{i}')
+    if control and num_improve_steps:
+      phases.append(f'eval_{CONTROL}_g{g}_i{num_improve_steps}')
   return phases
 
 
@@ -135,17 +179,26 @@ def read_summary(model_dir: str) -> list[dict]:
 
 
 def format_summary(rows: list[dict]) -> str:
-  """The summary rows as a fixed-width table (the paper's Table 1 shape)."""
+  """The summary rows as a fixed-width table (the paper's Table 1 shape).
+
+  The `test_*` columns come first: they are the results. The `val_*` columns
+  are what selected the checkpoints.
+  """
+  metrics = SUMMARY_COLUMNS[6:]
   head = f'{"phase":<8}{"g":>3}{"i":>3}{"tau":>8}{"loss":>8}{"n_train":>9}'
-  head += ''.join(f'{c:>12}' for c in SUMMARY_COLUMNS[6:])
-  lines = [head]
+  head += ''.join(f'{c.replace("_reward", "_rwd"):>16}' for c in metrics)
+  lines = [
+    'test_*: never selected on (the results); val_*: selected on (checkpoints, early stopping)',
+    head,
+  ]
   for r in rows:
-    tau = '-' if r['tau'] is None else f'{r["tau"]:.3g}'
+    tau = '-' if r.get('tau') is None else f'{r["tau"]:.3g}'
     line = f'{r["phase"]:<8}{r["g"]:>3}{r["i"]:>3}{tau:>8}{r["loss_name"]:>8}'
     line += f'{r["n_train_examples"]:>9}'
-    line += ''.join(
-      f'{r[c]:>12.4f}' if 'reward' in c else f'{r[c]:>12.2f}' for c in SUMMARY_COLUMNS[6:]
-    )
+    for c in metrics:
+      value = r.get(c)
+      spec = next((f for k, f in _FORMATS.items() if c.endswith(k)), '.2f')
+      line += f'{"-":>16}' if value is None else f'{value:>16{spec}}'
     lines.append(line)
   return '\n'.join(lines)
 
@@ -200,6 +253,11 @@ def rest(
   bc: BCConfig,
   reward_model_phase: RewardModelPhase | None = None,
   reward: rewards.RewardFn | None = None,
+  judge_phase: RewardModelPhase | None = None,
+  judge: rewards.RewardFn | None = None,
+  control: bool = False,
+  metric_weight: float = 0.0,
+  guard: bool = False,
   grow_config: grow.GrowConfig,
   sampling: grow.SamplingConfig = grow.SamplingConfig(),
   improve_config: improve.ImproveConfig = improve.ImproveConfig(),
@@ -228,6 +286,21 @@ def rest(
       nor `rm_checkpoint` is given (the learned reward of the paper).
     reward: a fixed reward source (a metric, a verifier, ...) for Grow and
       evaluation instead of the learned reward model.
+    judge_phase: an independent judge: a second reward model, trained in the
+      'rm_judge' phase (its judgments should use other sources and another
+      seed); it scores every evaluated policy beside the reward and is never
+      used for filtering or selection. Ignored when `judge` is given.
+    judge: a fixed judge reward source instead (e.g. a metric the run does not
+      train on); None and no `judge_phase`: no judge columns.
+    control: add the compute-matched BC control phases (`bc_more_g<g>_i<i>`).
+    metric_weight: w > 0 makes the run's reward `rewards.Weighted` of the
+      learned reward model (1 - w) and sentence chrF against the reference (w),
+      a guard against the reward model's blind spots on sources that have
+      references (Grow's train sources, validation, test). chrF is then part
+      of the training reward: BLEU and the judge stay independent.
+    guard: wrap the learned reward in `rewards.Guarded` (reference-free
+      penalties for empty, copied, looping, too long and too short outputs).
+      The reward's probes are written to `eval/reward_probes.json`.
     grow_config: sources, batching and storage of each Grow round.
     sampling: N samples per source, temperature, top-k, top-p.
     improve_config: filter schedule, loss, steps and learning rate of Improve;
@@ -239,7 +312,8 @@ def rest(
     num_grow_rounds: G.
     num_improve_steps: I, Improve steps per Grow round.
     initial_policy: a policy checkpoint directory to start from instead of BC
-      (absolute, or relative to `MODEL_DIR/checkpoints`).
+      (absolute, or relative to `MODEL_DIR/checkpoints`), or a policy shipped
+      in the package, 'shipped:<name>' (`pretrained.py`).
     rm_checkpoint: a trained reward-model checkpoint directory to load
       (with `reward_model_phase.rm_config`) instead of training one.
     mesh_config: device mesh.
@@ -261,7 +335,21 @@ def rest(
     )
   gin_utils.write_config(model_dir, 'config.gin')
   train_rm = reward is None and rm_checkpoint is None
-  phases = plan(num_grow_rounds, num_improve_steps, bc=initial_policy is None, rm=train_rm)
+  train_judge = judge is None and judge_phase is not None
+  _check_disjoint_sources(
+    task,
+    grow_config,
+    reward_model_phase if train_rm else None,
+    judge_phase if train_judge else None,
+  )
+  phases = plan(
+    num_grow_rounds,
+    num_improve_steps,
+    bc=initial_policy is None,
+    rm=train_rm,
+    judge=train_judge,
+    control=control,
+  )
   run = _Run(
     model_dir,
     phases,
@@ -273,14 +361,35 @@ def rest(
       'schedule': repr(improve_config.schedule),
       'improve_config': repr(improve_config),
       'reward': repr(reward) if reward is not None else rm_checkpoint or 'reward_model_phase',
+      'judge': repr(judge) if judge is not None else 'judge_phase' if train_judge else None,
+      'control': control,
+      'metric_weight': metric_weight,
+      'guard': guard,
     },
   )
   base = initial_policy or 'bc/best'
+  if pretrained.is_shipped(initial_policy):  # A policy shipped in the package.
+    base = pretrained.install(initial_policy, model_dir)
+  vocab_path = tasks.get_vocabulary(task).sentencepiece_model_file
   if reward is None:
     reward = rewards.LearnedReward(
       checkpoint_dir=rm_checkpoint or os.path.join(model_dir, 'checkpoints', 'rm', 'last'),
       config=reward_model_phase.rm_config,
-      vocab_path=tasks.get_vocabulary(task).sentencepiece_model_file,
+      vocab_path=vocab_path,
+    )
+    if metric_weight > 0:
+      reward = rewards.Weighted(
+        components=(reward, rewards.SentenceChrF()),
+        weights=(1.0 - metric_weight, metric_weight),
+        name=f'learned_reward+{metric_weight:g}chrf',
+      )
+    if guard:
+      reward = rewards.Guarded(reward, name=f'guarded_{reward.name}')
+  if train_judge:
+    judge = rewards.LearnedReward(
+      checkpoint_dir=os.path.join(model_dir, 'checkpoints', JUDGE, 'last'),
+      config=judge_phase.rm_config,
+      vocab_path=vocab_path,
     )
   test_config = dataclasses.replace(eval_config, split='test', max_examples=test_examples)
   ran = 0
@@ -294,7 +403,7 @@ def rest(
     run.start(phase)
     tic = time.time()
     updates = {}
-    kind, *numbers = phase.split('_')
+    g, i = _round_and_step(phase)
     if phase == 'bc':
       train.train(
         model_dir=model_dir,
@@ -310,24 +419,29 @@ def rest(
         init_checkpoint=bc.init_checkpoint,
         progress=progress,
       )
-    elif phase == 'rm':
-      rm = reward_model_phase
+    elif phase in ('rm', 'rm_judge'):
+      rm = reward_model_phase if phase == 'rm' else judge_phase
+      judgments = rm.judgments
+      if initial_policy is not None:  # No BC phase: the judgments sample the initial policy.
+        judgments = dataclasses.replace(judgments, policy_checkpoint=base)
       reward_training.train_rm(
         model_dir=model_dir,
         rm_config=rm.rm_config,
         policy_config=model_config,
-        judgments_config=rm.judgments,
+        judgments_config=judgments,
         optimizer=rm.optimizer,
         num_train_steps=rm.num_train_steps,
         batch_size=rm.batch_size,
         loss=rm.loss,
         mesh_config=mesh_config,
-        seed=seed,
+        seed=rm.judgments.seed,
         init_checkpoint=rm.init_checkpoint,
         progress=progress,
+        name=phase,
       )
-    elif kind == 'grow':
-      g = int(numbers[0][1:])
+      if phase == 'rm':  # The probes of the reward Grow uses (guards included).
+        _write_reward_probes(model_dir, reward, task, judgments.num_eval_sources)
+    elif phase.startswith('grow_'):
       policy = base if g == 1 else f'g{g - 1}_i{num_improve_steps}/best'
       if num_improve_steps == 0 and g > 1:
         policy = base
@@ -341,47 +455,58 @@ def rest(
         policy_checkpoint=policy,
         mesh_config=mesh_config,
         progress=progress,
+        reward_train_sources=_reward_train_sources(model_dir),
       )
       updates = {'policies': {phase: policy}}
-    elif kind == 'improve':
-      g, i = int(numbers[0][1:]), int(numbers[1][1:])
-      if improve_config.init_from == 'base':
-        init = base
-      elif i > 1:
-        init = f'g{g}_i{i - 1}/best'
-      else:
-        init = run.state['policies'][f'grow_g{g}']  # The policy that sampled D_g.
+    elif phase.startswith(('improve_', f'{CONTROL}_')):
+      is_control = phase.startswith(CONTROL)
+      init = _improve_init(
+        phase, g, i, num_improve_steps, improve_config.init_from, base, run.state['policies']
+      )
+      config, control_task = improve_config, None
+      if is_control:  # Same steps, batch, learning rate and selection as improve_g<g>_i<i>.
+        config = dataclasses.replace(
+          improve_config,
+          loss='bc',
+          num_train_steps=_improve_result(model_dir, g, i)['steps'],
+          patience=0,
+          shuffle_seed=improve_config.shuffle_seed + 1000 * g + i,
+        )
+        control_task = task
       improve.improve(
         model_dir=model_dir,
         model_config=model_config,
-        improve_config=improve_config,
+        improve_config=config,
         eval_config=eval_config,
         reward=reward,
         grow_round=g,
         improve_step=i,
         init_checkpoint=init,
         baseline=_baseline(model_dir, init, base),
+        control_task=control_task,
+        name=phase.removeprefix('improve_'),
         mesh_config=mesh_config,
         seed=seed,
         progress=progress,
       )
       updates = {'policies': {phase: init}}
-    else:  # eval_bc, eval_g<g>_i<i>
+    else:  # eval_bc, eval_g<g>_i<i>, eval_bc_more_g<g>_i<i>
       _evaluate_phase(
         model_dir,
         model_config,
         phase,
         base,
-        improve_config,
         eval_config,
         test_config,
         reward,
+        judge,
         mesh_config,
         progress,
         task,
       )
       _write_summary(model_dir, phases, run)
-      if best_of_n is not None and phase in ('eval_bc', phases[-1]):
+      final = [p for p in phases if p.startswith('eval_g')]
+      if best_of_n is not None and phase in ('eval_bc', final[-1] if final else None):
         name = 'bc' if phase == 'eval_bc' else 'final'
         checkpoint = base if phase == 'eval_bc' else f'{phase[len("eval_") :]}/best'
         infer.infer(
@@ -403,15 +528,133 @@ def rest(
   return rows
 
 
+def _reward_train_sources(model_dir: str) -> dict:
+  """{'rm': ..., 'rm_judge': ...}: the train sources of the run's reward models."""
+  out = {}
+  for name, file in (('rm', 'reward_model.json'), (JUDGE, f'reward_model_{JUDGE}.json')):
+    path = os.path.join(model_dir, 'eval', file)
+    if os.path.exists(path):
+      with open(path) as f:
+        out[name] = json.load(f).get('train_sources')
+  return out
+
+
+def _write_reward_probes(model_dir: str, reward, task, num_sources: int) -> None:
+  """`eval/reward_probes.json`: the run reward's hacking probes on validation references.
+
+  The reward model's own probes (`eval/reward_model.json`) test the network;
+  these test the reward that Grow, Improve and evaluation use (the reward
+  model with the guards and the metric mix, when they are on).
+  """
+  if not isinstance(task, tasks.ParallelCorpus):  # Only a corpus lists its pairs.
+    return
+  pairs = task.splits()['validation'][:num_sources]
+  sources, references = (list(x) for x in zip(*pairs))
+  probes = rm_metrics.probe_deltas(
+    lambda s, c: reward(list(s), list(c), references).reward,
+    sources,
+    references,
+    judgments.probe,
+    judgments.PROBES,
+  )
+  evaluation.write_json(
+    os.path.join(model_dir, 'eval', 'reward_probes.json'),
+    {'reward': getattr(reward, 'name', type(reward).__name__), 'n': len(pairs), 'probes': probes},
+  )
+
+
+def _round_and_step(phase: str) -> tuple[int, int]:
+  """(g, i) named by a phase ('grow_g2' -> (2, 0), 'eval_bc_more_g1_i3' -> (1, 3))."""
+  g = i = 0
+  for part in phase.split('_'):
+    if part[:1] in 'gi' and part[1:].isdigit():
+      if part[0] == 'g':
+        g = int(part[1:])
+      else:
+        i = int(part[1:])
+  return g, i
+
+
+def _improve_init(
+  phase: str, g: int, i: int, num_improve_steps: int, init_from: str, base: str, policies: dict
+) -> str:
+  """The checkpoint an Improve step (or its control) starts from.
+
+  ReST: the previous step's best (step 1: the policy that sampled D_g); the
+  control mirrors it on its own chain (step 1 of round g: the control's last
+  step of round g-1, BC for g=1). ReST-EM ('base'): the base policy, both.
+  """
+  if init_from == 'base':
+    return base
+  if phase.startswith(CONTROL):
+    if i > 1:
+      return f'{CONTROL}_g{g}_i{i - 1}/best'
+    return base if g == 1 else f'{CONTROL}_g{g - 1}_i{num_improve_steps}/best'
+  if i > 1:
+    return f'g{g}_i{i - 1}/best'
+  return policies[f'grow_g{g}']  # The policy that sampled D_g.
+
+
+def _improve_result(model_dir: str, g: int, i: int) -> dict:
+  """`eval/g<g>_i<i>_validation.json`: what Improve step (g, i) did."""
+  name = improve.phase_name(g, i)
+  with open(os.path.join(model_dir, 'eval', f'{name}_validation.json')) as f:
+    return json.load(f)
+
+
+def _source_range(split_size: int, first: int | None, count: int | None) -> range:
+  """Train-split indices [first, first + count).
+
+  `first` None: the last `count`; negative: counted from the end of the split.
+  """
+  count = split_size if count is None else min(count, split_size)
+  if first is None:
+    first = split_size - count
+  elif first < 0:
+    first = max(split_size + first, 0)
+  return range(first, min(first + count, split_size))
+
+
+def _check_disjoint_sources(task, grow_config, rm_phase, judge_phase) -> None:
+  """Refuses reward models trained on the sources Grow samples (or on each other's).
+
+  A reward model that saw a source's reference labelled 1.0 scores that
+  source's samples by memory, not by judgment; the judge must not share the
+  reward model's sources either.
+
+  Raises:
+    errors.UserInputError: two of the ranges overlap.
+  """
+  phases = [(n, p) for n, p in (('reward model', rm_phase), ('judge', judge_phase)) if p]
+  if not phases or grow_config.split != 'train':
+    return
+  size = tasks.dataset_size(task, 'train')
+  ranges = {'Grow': _source_range(size, grow_config.first_source, grow_config.max_sources)}
+  for name, p in phases:
+    ranges[name] = _source_range(
+      size, p.judgments.first_train_source, p.judgments.num_train_sources
+    )
+  names = list(ranges)
+  for x, a in enumerate(names):
+    for b in names[x + 1 :]:
+      ra, rb = ranges[a], ranges[b]
+      if ra and rb and max(ra.start, rb.start) < min(ra.stop, rb.stop):
+        raise errors.UserInputError(
+          f'rest: the {b} trains on train sources [{rb.start}, {rb.stop}), which overlap the '
+          f'{a} sources [{ra.start}, {ra.stop}). Give them disjoint ranges (GrowConfig.'
+          'first_source / max_sources, JudgmentsConfig.first_train_source / num_train_sources).'
+        )
+
+
 def _evaluate_phase(
   model_dir,
   model_config,
   phase,
   base,
-  improve_config,
   eval_config,
   test_config,
   reward,
+  judge,
   mesh_config,
   progress,
   task,
@@ -419,8 +662,9 @@ def _evaluate_phase(
   """Evaluates one policy on validation and test; writes `eval/<phase>.json`."""
   mesh = partitioning.make_mesh(mesh_config)
   model = models.EncoderDecoderModel(model_config)
+  g, i = _round_and_step(phase)
   if phase == 'eval_bc':
-    checkpoint, g, i = base, 0, 0
+    checkpoint = base
     row = {
       'phase': 'bc',
       'tau': None,
@@ -428,13 +672,12 @@ def _evaluate_phase(
       'n_train_examples': tasks.dataset_size(task, 'train'),
     }
   else:
-    g, i = (int(x[1:]) for x in phase.split('_')[1:])
-    name = improve.phase_name(g, i)
+    name = phase.removeprefix('eval_')
     checkpoint = f'{name}/best'
     with open(os.path.join(model_dir, 'eval', f'{name}_validation.json')) as f:
       done = json.load(f)
     row = {
-      'phase': 'improve',
+      'phase': CONTROL if name.startswith(CONTROL) else 'improve',
       'tau': done['tau'],
       'loss_name': done['loss_name'],
       'n_train_examples': done['n_train_examples'],
@@ -444,25 +687,30 @@ def _evaluate_phase(
     model, mesh, directory, None, eval_config.input_length, eval_config.target_length
   )
   params = improve.policy_params(params)
-  result = {'checkpoint': directory, 'step': int(step)}
+  result = {'checkpoint': directory, 'step': int(step), 'splits': SPLITS}
   for split, cfg in (('val', eval_config), ('test', test_config)):
-    m = evaluation.evaluate_policy(model, params, mesh, cfg, reward=reward, progress=progress)
+    m = evaluation.evaluate_policy(
+      model, params, mesh, cfg, reward=reward, judge=judge, progress=progress
+    )
     result[split] = m
-    keys = ('reward', 'bleu', 'chrf', 'length_ratio', 'repetition_rate', 'hacking_rate')
-    row.update({f'{split}_{k}': m[k] for k in keys})
+    keys = ('reward', 'judge_reward', 'bleu', 'chrf', 'length_ratio', 'repetition_rate')
+    row.update({f'{split}_{k}': m.get(k) for k in (*keys, 'hacking_rate')})
   row.update(g=g, i=i, checkpoint=directory, step=int(step))
   result['row'] = row
   # TensorBoard: one point per evaluated policy, x = its place in the run
-  # (0 = BC, then g * 100 + i), for each split's scalar metrics.
+  # (0 = BC, then g * 100 + i), for each split's scalar metrics; the control
+  # under its own tag.
   writer = summaries.Writer(os.path.join(model_dir, 'summaries', 'rest'))
   for split in ('val', 'test'):
     scalars = {k: v for k, v in result[split].items() if isinstance(v, (int, float))}
-    writer.scalars(split, g * 100 + i, scalars)
+    tag = f'{CONTROL}_{split}' if row['phase'] == CONTROL else split
+    writer.scalars(tag, g * 100 + i, scalars)
   writer.close()
   evaluation.write_json(os.path.join(model_dir, 'eval', f'{phase}.json'), result)
+  judged = '' if judge is None else f' judge {row["test_judge_reward"]:.4f}'
   print(
-    f'[rest] {phase}: val reward {row["val_reward"]:.4f} BLEU {row["val_bleu"]:.2f} '
-    f'chrF {row["val_chrf"]:.2f} | test reward {row["test_reward"]:.4f}',
+    f'[rest] {phase}: test reward {row["test_reward"]:.4f}{judged} BLEU {row["test_bleu"]:.2f} '
+    f'chrF {row["test_chrf"]:.2f} | val (selection) reward {row["val_reward"]:.4f}',
     flush=True,
   )
   return result
@@ -488,5 +736,10 @@ def _write_summary(model_dir: str, phases: list[str], run: _Run) -> None:
         rows.append(json.load(f)['row'])
   evaluation.write_json(
     os.path.join(model_dir, 'eval', 'summary.json'),
-    {'columns': list(SUMMARY_COLUMNS), 'rows': rows, 'config': run.state['config']},
+    {
+      'columns': list(SUMMARY_COLUMNS),
+      'splits': SPLITS,
+      'rows': rows,
+      'config': run.state['config'],
+    },
   )

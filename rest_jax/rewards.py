@@ -19,6 +19,9 @@ source's own value on its own scale, stored beside it for inspection.
 | `Weighted`      | same as reward (components' raw scales differ, | sum(w_i * reward_i) /   |
 |                 | so only their rewards are combined)            | sum(w_i)                |
 | `Binarized`     | the inner source's normalized reward           | 1[inner > threshold]    |
+| `Guarded`       | the inner source's normalized reward           | inner x penalties for   |
+|                 |                                                | empty / copied / looped |
+|                 |                                                | / too long / too short  |
 | `LearnedReward` | the reward model's head: a logit ('sigmoid')   | sigmoid(raw)            |
 |                 | or an unbounded regression ('linear')          |                         |
 
@@ -45,7 +48,7 @@ import numpy as np
 import sacrebleu
 import sentencepiece
 
-from rest_jax import partitioning, reward_model
+from rest_jax import metrics, partitioning, reward_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -361,6 +364,70 @@ class Binarized:
     check_inputs(self, sources, candidates, references)
     graded = self.inner(sources, candidates, references).reward.astype(np.float64)
     return Rewards(reward=(graded > self.threshold).astype(np.float64), raw=graded)
+
+
+@dataclasses.dataclass(frozen=True)
+class Guarded:
+  """Another source's reward times reference-free penalties for known hacks.
+
+  Learned reward models are fooled by patterns a policy finds quickly
+  (`judgments.PROBES`, `metrics.hacking_flags`). The guards look at the
+  source and the candidate only, so they apply wherever the reward does:
+
+  * empty candidate, or the source copied (case and spacing ignored): 0;
+  * a repeated word 3-gram (`metrics.has_repeated_ngram`): x `penalty`;
+  * more than `max_length_ratio` x the source's words + 2: x `penalty`;
+  * fewer than `min_length_ratio` x the source's words (rounded down): x `penalty`.
+
+  Penalties multiply. raw is the inner source's normalized reward.
+  """
+
+  inner: RewardFn  # The guarded reward source.
+  penalty: float = 0.3  # Factor per triggered guard, in [0, 1].
+  max_length_ratio: float = 1.6  # Longer than this x source words + 2: penalized.
+  min_length_ratio: float = 0.6  # Shorter than floor(this x source words): penalized.
+  name: str = 'guarded'  # Name in logs, manifests and errors.
+
+  def __post_init__(self):
+    if not 0.0 <= self.penalty <= 1.0:
+      raise ValueError(f'Guarded.penalty={self.penalty} must be in [0, 1].')
+    if not 0.0 <= self.min_length_ratio < self.max_length_ratio:
+      raise ValueError(
+        f'Guarded: need 0 <= min_length_ratio ({self.min_length_ratio}) < max_length_ratio '
+        f'({self.max_length_ratio}).'
+      )
+
+  @property
+  def needs_references(self) -> bool:
+    """Whether the inner source needs references."""
+    return self.inner.needs_references
+
+  def factors(self, sources: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
+    """[N] float64: the product of the triggered guards' factors (1 = none)."""
+    out = np.ones(len(candidates), np.float64)
+    for n, (source, candidate) in enumerate(zip(sources, candidates)):
+      src, cand = source.lower().split(), candidate.lower().split()
+      if not cand or cand == src:
+        out[n] = 0.0
+        continue
+      if metrics.has_repeated_ngram(candidate):
+        out[n] *= self.penalty
+      if len(cand) > self.max_length_ratio * len(src) + 2:
+        out[n] *= self.penalty
+      if len(cand) < math.floor(self.min_length_ratio * len(src)):
+        out[n] *= self.penalty
+    return out
+
+  def __call__(
+    self,
+    sources: Sequence[str],
+    candidates: Sequence[str],
+    references: Sequence[str] | None = None,
+  ) -> Rewards:
+    """See `RewardFn.__call__`; the inner source gets the same inputs."""
+    check_inputs(self, sources, candidates, references)
+    inner = self.inner(sources, candidates, references).reward.astype(np.float64)
+    return Rewards(reward=inner * self.factors(sources, candidates), raw=inner)
 
 
 @dataclasses.dataclass(frozen=True)

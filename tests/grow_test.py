@@ -3,6 +3,7 @@
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 import seqio
@@ -132,7 +133,7 @@ def policy(tmp_path_factory):
   return corpus, cfg, source_dir
 
 
-def _run_grow(corpus, cfg, model_dir, mesh=None, **overrides):
+def _run_grow(corpus, cfg, model_dir, mesh=None, unfinished='keep', **overrides):
   grow_cfg = grow.GrowConfig(
     task=corpus,
     max_sources=13,
@@ -147,7 +148,7 @@ def _run_grow(corpus, cfg, model_dir, mesh=None, **overrides):
     model_dir=model_dir,
     model_config=cfg,
     grow_config=grow_cfg,
-    sampling=grow.SamplingConfig(num_samples=N, temperature=1.0),
+    sampling=grow.SamplingConfig(num_samples=N, temperature=1.0, unfinished=unfinished),
     reward=rewards.SentenceChrF(),
     policy_checkpoint=overrides.pop('policy_checkpoint'),
     mesh_config=mesh or partitioning.MeshConfig(num_devices=1),
@@ -197,6 +198,9 @@ def test_grow_kill_and_resume_equals_uninterrupted(policy, tmp_path, monkeypatch
   np.testing.assert_array_equal(got['reward'], ref['reward'])
   assert list(got['targets_pretokenized']) == list(ref['targets_pretokenized'])
   assert [s['sha256'] for s in resumed['shards']] == [s['sha256'] for s in full['shards']]
+  # The length-cap counts of the shards finished before the kill come from their sidecars.
+  for name in grow_io.TRUNCATION_COUNTS:
+    assert resumed[name] == full[name] is not None, name
 
 
 def test_eight_devices_give_the_same_records(policy, tmp_path):
@@ -229,3 +233,76 @@ def test_inspect_reports_kept_counts(policy, tmp_path, capsys):
   assert summary['num_sources'] == 13 and len(summary['examples']) == 2
   assert 'tau' in out and 'best' in out and 'worst' in out
   assert os.path.exists(os.path.join(rd, 'inspect.json'))
+
+
+def test_rounds_from_the_same_policy_draw_different_samples(policy, tmp_path):
+  corpus, cfg, source_dir = policy
+  ckpt = os.path.join(source_dir, 'checkpoints', 'bc', 'best')
+  model_dir = str(tmp_path)
+  g1 = _run_grow(corpus, cfg, model_dir, policy_checkpoint=ckpt, grow_round=1)
+  g2 = _run_grow(corpus, cfg, model_dir, policy_checkpoint=ckpt, grow_round=2)
+  assert g1['policy_step'] == g2['policy_step'] == 3  # The same policy both times.
+  a = grow_io.read_records(grow.round_dir(model_dir, 1))
+  b = grow_io.read_records(grow.round_dir(model_dir, 2))
+  assert _key(a) == _key(b)  # Same sources, samples and human references...
+  samples = ~a['is_human'].astype(bool)
+  texts_a = list(a['targets_pretokenized'][samples])
+  texts_b = list(b['targets_pretokenized'][samples])
+  differ = sum(x != y for x, y in zip(texts_a, texts_b))
+  assert differ > len(texts_a) // 2, (differ, len(texts_a))  # ... but other draws.
+  assert not np.allclose(a['log_prob'][samples], b['log_prob'][samples])
+  # The human references do not depend on the draws.
+  human = a['is_human'].astype(bool)
+  assert list(a['targets_pretokenized'][human]) == list(b['targets_pretokenized'][human])
+  assert not np.array_equal(
+    jax.random.key_data(grow.chunk_key(3, 1, 0)), jax.random.key_data(grow.chunk_key(3, 2, 0))
+  )
+
+
+def test_length_cap_counts_and_dropping_unfinished_samples(policy, tmp_path):
+  # A random policy rarely emits EOS within target_length=12 tokens: most samples hit the cap.
+  corpus, cfg, source_dir = policy
+  ckpt = os.path.join(source_dir, 'checkpoints', 'bc', 'best')
+  t = 12
+  keep = _run_grow(corpus, cfg, str(tmp_path / 'keep'), policy_checkpoint=ckpt)
+  drop = _run_grow(corpus, cfg, str(tmp_path / 'drop'), policy_checkpoint=ckpt, unfinished='drop')
+  assert keep['sampling']['unfinished'] == 'keep' and drop['sampling']['unfinished'] == 'drop'
+  k = grow_io.read_records(grow.round_dir(str(tmp_path / 'keep'), 1))
+  d = grow_io.read_records(grow.round_dir(str(tmp_path / 'drop'), 1))
+  k_samples = ~k['is_human'].astype(bool)
+  d_samples = ~d['is_human'].astype(bool)
+  truncated = keep['num_truncated_samples']
+  assert 0 < truncated <= 13 * N
+  assert drop['num_truncated_samples'] == drop['num_dropped_samples'] == truncated
+  assert keep['num_dropped_samples'] == 0 and int(k_samples.sum()) == 13 * N
+  assert int(d_samples.sum()) == 13 * N - truncated
+  for m in (keep, drop):  # Per shard (sidecars) and overall.
+    for name in grow_io.TRUNCATION_COUNTS:
+      assert sum(s[name] for s in m['shards']) == m[name], name
+  # 'drop' writes exactly the samples that ended with EOS: a subset of the same draws,
+  # none of them at the cap (a finished sample has at most t - 1 tokens before its EOS).
+  k_text = dict(zip(_key(k), k['targets_pretokenized']))
+  d_keys = [key for key, s in zip(_key(d), d_samples) if s]
+  assert all(d['targets_pretokenized'][_key(d).index(key)] == k_text[key] for key in d_keys)
+  assert all(len(x) < t for x in d['targets'][d_samples])
+  assert any(len(x) == t for x in k['targets'][k_samples])  # 'keep' writes capped ones.
+  # References longer than t - 1 tokens: counted, stored truncated, scored as stored.
+  vocab = tasks.get_vocabulary(corpus)
+  human = np.flatnonzero(k['is_human'].astype(bool))
+  full = [vocab.encode(str(k['reference'][i])) for i in human]
+  long = [len(f) > t - 1 for f in full]
+  assert keep['num_truncated_references'] == sum(long) == drop['num_truncated_references'] > 0
+  for i, f, cut in zip(human, full, long):
+    np.testing.assert_array_equal(k['targets'][i], f[: t - 1])
+    if cut:
+      assert k['targets_pretokenized'][i] == vocab.decode(list(f[: t - 1]))
+      assert k['targets_pretokenized'][i] != k['reference'][i]
+      want = rewards.SentenceChrF()(['.'], [k['targets_pretokenized'][i]], [k['reference'][i]])
+      assert k['reward'][i] == pytest.approx(float(want.reward[0]), abs=1e-6) and k['reward'][i] < 1
+    else:
+      assert k['targets_pretokenized'][i] == k['reference'][i]
+
+
+def test_sampling_config_rejects_unknown_unfinished():
+  with pytest.raises(ValueError, match='unfinished'):
+    grow.SamplingConfig(unfinished='truncate')

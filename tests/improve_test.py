@@ -66,14 +66,14 @@ def _config(**kw):
   return improve.ImproveConfig(**base)
 
 
-def _improve(grown, model_dir, config, step=1, init='bc/best'):
+def _improve(grown, model_dir, config, step=1, init='bc/best', reward=None):
   task, cfg, _ = grown
   return improve.improve(
     model_dir=model_dir,
     model_config=cfg,
     improve_config=config,
     eval_config=evaluation.EvalConfig(task=task, batch_size=8, input_length=L, target_length=L),
-    reward=rewards.SentenceChrF(),
+    reward=reward or rewards.SentenceChrF(),
     grow_round=1,
     improve_step=step,
     init_checkpoint=init,
@@ -284,3 +284,23 @@ def test_too_strict_filter_stops_with_statistics(grown, tmp_path):
     _improve(grown, model_dir, strict)
   with pytest.raises(ValueError, match='only 1 steps'):
     _improve(grown, model_dir, _config(schedule=filtering.FixedThresholds((0.1,))), step=2)
+
+
+def test_tied_validation_reward_keeps_the_starting_policy(grown, tmp_path):
+  # A random policy never matches a reference exactly: every validation ties at 0,
+  # so no step beats the starting policy (step 0), which stays `best`.
+  _, cfg, _ = grown
+  model_dir = _copy_run(grown, tmp_path)
+  result = _improve(
+    grown, model_dir, _config(num_train_steps=2, eval_period=1), reward=rewards.ExactMatch()
+  )
+  history = [json.loads(x) for x in open(os.path.join(model_dir, 'eval', 'g1_i1_history.jsonl'))]
+  assert [(h['step'], h['reward']) for h in history] == [(0, 0.0), (1, 0.0), (2, 0.0)]
+  assert result['best_step'] == 0 and result['improved'] is False
+  best_dir = os.path.join(model_dir, 'checkpoints', 'g1_i1', 'best')
+  assert checkpoints.Checkpointer(best_dir).all_steps() == [0]
+  start, _ = _policy(model_dir, 'bc/best', cfg)
+  kept, step = _policy(model_dir, 'g1_i1/best', cfg)
+  assert step == 0
+  for a, b in zip(jax.tree.leaves(kept), jax.tree.leaves(start)):
+    np.testing.assert_array_equal(a, b)

@@ -204,7 +204,8 @@ def test_rest_dry_run_builds_the_whole_loop(tmp_path, capsys):
     ]
   )
   out = capsys.readouterr().out
-  assert 'rest.rest' in out and 'NUM_GROW_ROUNDS = 2' in out and 'NUM_IMPROVE_STEPS = 3' in out
+  assert 'rest.rest' in out and 'NUM_GROW_ROUNDS = 2' in out and 'NUM_IMPROVE_STEPS = 2' in out
+  assert 'CONTROL = True' in out and "INITIAL_POLICY = 'shipped:tatoeba_en_de_small_cpu'" in out
   assert not (tmp_path / 'demo').exists()
 
 

@@ -89,6 +89,11 @@ TEST_EXAMPLES = 12
 EVAL_BATCH_SIZE = 12
 MESH_DATA = 1
 MESH_FSDP = -1
+# The 8-step policy rarely ends a sample: keep the unfinished ones. The control
+# and the judge are covered by tests/rest_test.py.
+UNFINISHED = 'keep'
+CONTROL = False
+JUDGE_PHASE = None
 """
 
 

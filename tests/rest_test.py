@@ -15,6 +15,7 @@ from rest_jax import (
   grow_io,
   improve,
   infer,
+  judgments,
   models,
   network,
   optimizers,
@@ -37,6 +38,38 @@ def corpus(tmp_path_factory):
   return test_utils.tiny_task(str(root), 'rest_test_corpus', held_out=12)[0]
 
 
+def _rm_phase(task, **judgments):
+  """A tiny reward-model phase; `judgments` override its JudgmentsConfig fields."""
+  return rest.RewardModelPhase(
+    rm_config=reward_model.RewardModelConfig(
+      encoder=network.T5Config(
+        vocab_size=128,
+        emb_dim=16,
+        num_heads=2,
+        head_dim=8,
+        mlp_dim=32,
+        num_encoder_layers=1,
+        num_decoder_layers=0,
+      ),
+      max_length=32,
+    ),
+    judgments=reward_training.JudgmentsConfig(
+      task=task,
+      num_train_sources=16,
+      num_eval_sources=8,
+      policy_samples_per_source=1,
+      corruptions_per_pair=1,
+      use_mqm=False,
+      input_length=L,
+      target_length=L,
+      **judgments,
+    ),
+    optimizer=optimizers.OptimizerConfig(learning_rate=3e-3, warmup_steps=2),
+    num_train_steps=6,
+    batch_size=8,
+  )
+
+
 def _run(task, model_dir, *, max_phases=None, **overrides):
   kwargs = dict(
     model_dir=model_dir,
@@ -49,31 +82,10 @@ def _run(task, model_dir, *, max_phases=None, **overrides):
       eval_period=8,
       log_period=4,
     ),
-    reward_model_phase=rest.RewardModelPhase(
-      rm_config=reward_model.RewardModelConfig(
-        encoder=network.T5Config(
-          vocab_size=128,
-          emb_dim=16,
-          num_heads=2,
-          head_dim=8,
-          mlp_dim=32,
-          num_encoder_layers=1,
-          num_decoder_layers=0,
-        ),
-        max_length=32,
-      ),
-      judgments=reward_training.JudgmentsConfig(
-        task=task,
-        num_train_sources=16,
-        num_eval_sources=8,
-        policy_samples_per_source=1,
-        corruptions_per_pair=1,
-        use_mqm=False,
-      ),
-      optimizer=optimizers.OptimizerConfig(learning_rate=3e-3, warmup_steps=2),
-      num_train_steps=6,
-      batch_size=8,
-    ),
+    reward_model_phase=_rm_phase(task),
+    judge_phase=_rm_phase(task, first_train_source=-40, seed=1),
+    control=True,
+    guard=True,
     grow_config=grow.GrowConfig(
       task=task, max_sources=16, sources_per_shard=8, batch_size=8, input_length=L, target_length=L
     ),
@@ -133,8 +145,10 @@ def test_loop_end_to_end(full_run, corpus):
     ('bc', 0, 0),
     ('improve', 1, 1),
     ('improve', 1, 2),
+    ('bc_more', 1, 2),
     ('improve', 2, 1),
     ('improve', 2, 2),
+    ('bc_more', 2, 2),
   ]
   summary = json.load(open(os.path.join(model_dir, 'eval', 'summary.json')))
   assert summary['rows'] == rows
@@ -144,7 +158,11 @@ def test_loop_end_to_end(full_run, corpus):
       assert 0 <= row[f'{split}_reward'] <= 1 and row[f'{split}_chrf'] >= 0
   assert rows[0]['n_train_examples'] == tasks.dataset_size(corpus, 'train')
   state = rest.read_state(model_dir)
-  assert state['finished'] == state['plan'] == rest.plan(2, 2, bc=True, rm=True)
+  assert (
+    state['finished']
+    == state['plan']
+    == rest.plan(2, 2, bc=True, rm=True, judge=True, control=True)
+  )
   assert state['current'] is None
   # ReST: each Improve step starts from the previous policy, each Grow samples the latest.
   assert state['policies'] == {
@@ -154,16 +172,21 @@ def test_loop_end_to_end(full_run, corpus):
     'grow_g2': 'g1_i2/best',
     'improve_g2_i1': 'g1_i2/best',
     'improve_g2_i2': 'g2_i1/best',
+    # The control runs its own chain from BC.
+    'bc_more_g1_i1': 'bc/best',
+    'bc_more_g1_i2': 'bc_more_g1_i1/best',
+    'bc_more_g2_i1': 'bc_more_g1_i2/best',
+    'bc_more_g2_i2': 'bc_more_g2_i1/best',
   }
   # Each Improve row's tau and count come from its own filter of its round.
-  for row in rows[1:]:
+  for row in [r for r in rows if r['phase'] == 'improve']:
     cols = grow_io.read_records(grow.round_dir(model_dir, row['g']))
     human = cols['is_human'].astype(bool)
     tau = np.percentile(cols['reward'][~human], (50.0, 75.0)[row['i'] - 1])
     assert row['tau'] == pytest.approx(tau, rel=1e-5)
     assert row['n_train_examples'] == int((cols['reward'] > np.float32(tau)).sum())
   manifest = grow_io.read_manifest(grow.round_dir(model_dir, 2))
-  assert manifest['reward_source'] == 'learned_reward'
+  assert manifest['reward_source'] == 'guarded_learned_reward'
   # Best-of-N curves of BC and the final policy, and the report, regenerated.
   for name, checkpoint in (('bc', 'bc/best'), ('final', 'g2_i2/best')):
     curve = json.load(open(os.path.join(model_dir, 'eval', f'best_of_n_{name}.json')))
@@ -179,22 +202,103 @@ def test_loop_end_to_end(full_run, corpus):
   assert manifest['policy_checkpoint'].endswith(os.path.join('g1_i2', 'best'))
 
 
+def test_control_matches_the_improve_steps_on_human_data(full_run, corpus):
+  model_dir, _ = full_run
+  for g in (1, 2):
+    for i in (1, 2):
+      done = json.load(open(os.path.join(model_dir, 'eval', f'g{g}_i{i}_validation.json')))
+      ctl = json.load(open(os.path.join(model_dir, 'eval', f'bc_more_g{g}_i{i}_validation.json')))
+      # Same optimizer steps, learning rate and batch; its own (human) data; selected the same way.
+      assert ctl['steps'] == done['steps'] and ctl['learning_rate'] == done['learning_rate']
+      assert ctl['loss_name'] == 'bc' and ctl['tau'] is None
+      assert ctl['n_train_examples'] == tasks.dataset_size(corpus, 'train')
+      history = [
+        json.loads(line)
+        for line in open(os.path.join(model_dir, 'eval', f'bc_more_g{g}_i{i}_history.jsonl'))
+      ]
+      assert ctl['reward'] == max(r['reward'] for r in history)
+  # The control's parameters moved away from BC (it trained).
+  moved = [
+    not np.array_equal(a, b)
+    for a, b in zip(
+      jax.tree.leaves(_params(model_dir, 'bc/best')),
+      jax.tree.leaves(_params(model_dir, 'bc_more_g1_i1/last')),
+    )
+  ]
+  assert any(moved)
+
+
+def test_summary_and_report_name_the_split_of_every_number(full_run):
+  model_dir, rows = full_run
+  summary = json.load(open(os.path.join(model_dir, 'eval', 'summary.json')))
+  assert 'selected on' in summary['splits']['val'] and 'never' in summary['splits']['test']
+  # The results (test) come before the selection split in the columns.
+  columns = summary['columns']
+  assert columns.index('test_reward') < columns.index('val_reward')
+  table = rest.format_summary(rows)
+  assert table.splitlines()[0].startswith('test_*: never selected on')
+  page = open(os.path.join(model_dir, 'report', 'report.html')).read()
+  assert 'Val reward (selection)' in page and 'Test reward' in page
+  assert 'Test judge reward' in page and 'BC control (G=2, I=2)' in page
+
+
+def test_judge_is_a_second_reward_model_on_other_sources(full_run, corpus):
+  model_dir, rows = full_run
+  for row in rows:
+    for split in ('val', 'test'):
+      assert 0 <= row[f'{split}_judge_reward'] <= 1
+  assert any(r['test_judge_reward'] != r['test_reward'] for r in rows)
+  rm = json.load(open(os.path.join(model_dir, 'eval', 'reward_model.json')))
+  judge = json.load(open(os.path.join(model_dir, 'eval', 'reward_model_rm_judge.json')))
+  size = tasks.dataset_size(corpus, 'train')
+  spans = {
+    'rm': range(rm['train_sources']['first'], rm['train_sources']['first'] + 16),
+    'judge': range(judge['train_sources']['first'], judge['train_sources']['first'] + 16),
+    'grow': range(0, 16),
+  }
+  assert spans['rm'] == range(size - 16, size) and spans['judge'] == range(size - 40, size - 24)
+  for a, b in (('rm', 'judge'), ('rm', 'grow'), ('judge', 'grow')):
+    assert not set(spans[a]) & set(spans[b])
+  # Every Grow manifest records its own sources and the reward models'.
+  manifest = grow_io.read_manifest(grow.round_dir(model_dir, 1))
+  assert manifest['sources'] == {'split': 'train', 'first': 0, 'count': 16}
+  assert manifest['reward_train_sources']['rm'] == rm['train_sources']
+  assert manifest['reward_train_sources']['rm_judge'] == judge['train_sources']
+  # The run's reward (the reward model behind the guards) was probed.
+  probes = json.load(open(os.path.join(model_dir, 'eval', 'reward_probes.json')))
+  assert set(probes['probes']) == set(judgments.PROBES) and probes['n'] == 8
+  assert probes['reward'] == 'guarded_learned_reward'
+  for kind in ('empty', 'copy_source'):  # The guards give them 0, below any sigmoid.
+    assert probes['probes'][kind]['fraction_decreased'] == 1.0
+
+
+def test_overlapping_reward_model_and_grow_sources_are_refused(corpus):
+  phase = _rm_phase(corpus, first_train_source=8)
+  grow_config = grow.GrowConfig(task=corpus, max_sources=16)
+  with pytest.raises(rest.errors.UserInputError, match=r'overlap the Grow sources \[0, 16\)'):
+    rest._check_disjoint_sources(corpus, grow_config, phase, None)
+  judge = _rm_phase(corpus, first_train_source=None)  # The last 16, as the reward model's.
+  with pytest.raises(rest.errors.UserInputError, match='judge'):
+    rest._check_disjoint_sources(corpus, grow_config, _rm_phase(corpus), judge)
+  rest._check_disjoint_sources(corpus, grow_config, _rm_phase(corpus), None)  # Disjoint: fine.
+
+
 def test_resume_after_every_phase_equals_uninterrupted(full_run, corpus, tmp_path):
   # Every phase is a function of the phases before it, so a G=1 run is the
   # first part of the G=2 run: stop it after each of its phases in turn
   # (bc, rm, eval_bc, grow, improve, eval, improve, eval), restart, and compare.
   full_dir, full_rows = full_run
   model_dir = str(tmp_path / 'run')
-  plan = rest.plan(1, 2, bc=True, rm=True)
-  assert plan == rest.plan(2, 2, bc=True, rm=True)[: len(plan)]
+  plan = rest.plan(1, 2, bc=True, rm=True, judge=True, control=True)
+  assert plan == rest.plan(2, 2, bc=True, rm=True, judge=True, control=True)[: len(plan)]
   for n in range(1, len(plan) + 1):
     _run(corpus, model_dir, max_phases=1, num_grow_rounds=1)
     state = rest.read_state(model_dir)
     assert state['finished'] == plan[:n] and state['current'] is None
   rows = rest.read_summary(model_dir)
   strip = lambda rs: [{k: v for k, v in r.items() if k != 'checkpoint'} for r in rs]
-  assert strip(rows) == strip(full_rows[:3])
-  for name in ('bc/best', 'g1_i1/best', 'g1_i2/best', 'g1_i2/last'):
+  assert strip(rows) == strip(full_rows[:4])
+  for name in ('bc/best', 'g1_i1/best', 'g1_i2/best', 'g1_i2/last', 'bc_more_g1_i2/best'):
     pairs = zip(jax.tree.leaves(_params(full_dir, name)), jax.tree.leaves(_params(model_dir, name)))
     for a, b in pairs:
       np.testing.assert_array_equal(a, b)
@@ -202,7 +306,7 @@ def test_resume_after_every_phase_equals_uninterrupted(full_run, corpus, tmp_pat
   g1 = grow_io.read_manifest(grow.round_dir(model_dir, 1))
   assert [s['sha256'] for s in g1['shards']] == [s['sha256'] for s in full_g1['shards']]
   # A finished run does nothing more and returns the same rows.
-  assert strip(_run(corpus, model_dir, num_grow_rounds=1)) == strip(full_rows[:3])
+  assert strip(_run(corpus, model_dir, num_grow_rounds=1)) == strip(full_rows[:4])
 
 
 def test_rest_em_restarts_every_iteration_from_base(corpus, tmp_path):
@@ -235,6 +339,8 @@ def test_rest_em_restarts_every_iteration_from_base(corpus, tmp_path):
       pack=False,
     ),
     num_improve_steps=1,
+    judge_phase=None,
+    control=False,
   )
   state = rest.read_state(model_dir)
   assert state['plan'] == rest.plan(2, 1, bc=False, rm=False)

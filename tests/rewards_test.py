@@ -324,3 +324,25 @@ def test_reward_model_dropout_only_when_enabled():
   )
   assert train_raw.shape == (3,)
   assert not np.allclose(train_raw, eval_raw)
+
+
+def test_guarded_penalizes_the_probe_patterns_without_references():
+  inner = rewards.Verifier(lambda s, c, r: 0.8, needs_references=False)
+  guarded = rewards.Guarded(inner, penalty=0.5)
+  src = 'the cat sat on the mat'
+  ref = 'die Katze sass auf der Matte'
+  cases = {
+    ref: 0.8,  # A translation of the source's length: untouched.
+    '': 0.0,  # Empty.
+    'The  cat sat on the MAT': 0.0,  # The source, copied.
+    f'{ref} {ref}': 0.8 * 0.5 * 0.5,  # A loop, and too long (12 > 1.6 * 6 + 2 words).
+    'die Katze': 0.8 * 0.5,  # Too short (2 < floor(0.6 * 6) words).
+    'die Katze sass auf der Matte und schlief dann ganz lange': 0.8,  # 11 <= 11.6 words.
+    'die Katze sass auf der Matte und schlief dann ganz lange ein': 0.8 * 0.5,  # 12 words.
+  }
+  out = guarded([src] * len(cases), list(cases), None)
+  np.testing.assert_allclose(out.reward, list(cases.values()), rtol=1e-6)
+  np.testing.assert_allclose(out.raw, 0.8)
+  assert not guarded.needs_references
+  with pytest.raises(ValueError, match='penalty'):
+    rewards.Guarded(inner, penalty=1.5)
