@@ -186,7 +186,9 @@ def format_summary(rows: list[dict]) -> str:
   """
   metrics = SUMMARY_COLUMNS[6:]
   head = f'{"phase":<8}{"g":>3}{"i":>3}{"tau":>8}{"loss":>8}{"n_train":>9}'
-  head += ''.join(f'{c.replace("_reward", "_rwd"):>16}' for c in metrics)
+  names = [c.replace('_reward', '_rwd').replace('_length', '_len') for c in metrics]
+  widths = [max(len(n) + 2, 9) for n in names]
+  head += ''.join(f'{n:>{w}}' for n, w in zip(names, widths))
   lines = [
     'test_*: never selected on (the results); val_*: selected on (checkpoints, early stopping)',
     head,
@@ -195,10 +197,10 @@ def format_summary(rows: list[dict]) -> str:
     tau = '-' if r.get('tau') is None else f'{r["tau"]:.3g}'
     line = f'{r["phase"]:<8}{r["g"]:>3}{r["i"]:>3}{tau:>8}{r["loss_name"]:>8}'
     line += f'{r["n_train_examples"]:>9}'
-    for c in metrics:
+    for c, w in zip(metrics, widths):
       value = r.get(c)
       spec = next((f for k, f in _FORMATS.items() if c.endswith(k)), '.2f')
-      line += f'{"-":>16}' if value is None else f'{value:>16{spec}}'
+      line += f'{"-":>{w}}' if value is None else f'{value:>{w}{spec}}'
     lines.append(line)
   return '\n'.join(lines)
 

@@ -184,9 +184,12 @@ def test_report_renders_everything(model_dir):
   assert rows[0][:6] == ['BC', '0', '0', '–', 'bc', '12,345']
   assert rows[1][:6] == ['ReST (G=1, I=1)', '1', '1', '0.3000', 'bc', '2,949']
   assert rows[2][:6] == ['ReST (G=1, I=2)', '1', '2', '0.4568', 'bc', '1,680']
-  # Val reward, BLEU, chrF, length ratio, then the same for test.
-  assert rows[0][6:] == ['0.4123', '10.00', '40.00', '0.950', '0.4000', '11.00', '41.00', '0.960']
-  assert rows[2][7] == '13.25'
+  # The results first: test reward, BLEU, chrF, length ratio; then the selection
+  # split's (validation) reward, BLEU, chrF, each column named by its split.
+  assert rows[0][6:] == ['0.4000', '11.00', '41.00', '0.960', '0.4123', '10.00', '40.00']
+  assert rows[2][11] == '13.25'
+  assert 'Test reward' in text and 'Val reward (selection)' in text
+  assert 'which no phase selects on' in text
 
   assert len(page.imgs) == 3  # Round g1, per phase, best-of-N.
   for src in page.imgs:
