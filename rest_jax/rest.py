@@ -604,19 +604,6 @@ def _improve_result(model_dir: str, g: int, i: int) -> dict:
     return json.load(f)
 
 
-def _source_range(split_size: int, first: int | None, count: int | None) -> range:
-  """Train-split indices [first, first + count).
-
-  `first` None: the last `count`; negative: counted from the end of the split.
-  """
-  count = split_size if count is None else min(count, split_size)
-  if first is None:
-    first = split_size - count
-  elif first < 0:
-    first = max(split_size + first, 0)
-  return range(first, min(first + count, split_size))
-
-
 def _check_disjoint_sources(task, grow_config, rm_phase, judge_phase) -> None:
   """Refuses reward models trained on the sources Grow samples (or on each other's).
 
@@ -631,11 +618,12 @@ def _check_disjoint_sources(task, grow_config, rm_phase, judge_phase) -> None:
   if not phases or grow_config.split != 'train':
     return
   size = tasks.dataset_size(task, 'train')
-  ranges = {'Grow': _source_range(size, grow_config.first_source, grow_config.max_sources)}
+  first = grow_config.first_source
+  count = size - first if grow_config.max_sources is None else grow_config.max_sources
+  ranges = {'Grow': range(first, min(first + count, size))}
   for name, p in phases:
-    ranges[name] = _source_range(
-      size, p.judgments.first_train_source, p.judgments.num_train_sources
-    )
+    first, count = reward_training.train_source_slice(p.judgments)
+    ranges[name] = range(first, first + count)
   names = list(ranges)
   for x, a in enumerate(names):
     for b in names[x + 1 :]:
