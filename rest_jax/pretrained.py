@@ -184,8 +184,7 @@ def export(
   rounded = round_to_bfloat16(jax.device_get(params))
   out = os.path.join(out_root, name)
   save_params(rounded, os.path.join(out, 'params.npz'))
-  with open(os.path.join(out, 'config.json'), 'w') as f:
-    json.dump(dataclasses.asdict(model_config), f, indent=2, sort_keys=True)
+  evaluation.write_json(os.path.join(out, 'config.json'), dataclasses.asdict(model_config))
   task = tasks.tatoeba_en_de()
   results = {}
   for key, limit in (('test', None), ('test_slice', slice_examples), ('validation', None)):
@@ -223,8 +222,7 @@ def export(
     'history': _history(model_dir),
     **results,
   }
-  with open(os.path.join(out, 'metrics.json'), 'w') as f:
-    json.dump(metrics, f, indent=2, sort_keys=True)
+  evaluation.write_json(os.path.join(out, 'metrics.json'), metrics)
   return metrics
 
 
