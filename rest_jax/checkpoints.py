@@ -16,9 +16,16 @@ from __future__ import annotations
 
 import math
 import os
+import re
+from collections.abc import Callable
 from typing import Any
 
+import flax.linen as nn
+import jax
 import orbax.checkpoint as ocp
+
+from rest_jax import errors, partitioning
+from rest_jax import train_state as train_state_lib
 
 BEST_MODES = ('max', 'min')
 
@@ -160,6 +167,14 @@ class Checkpointer:
     ranked = self._rank()
     return ranked[0] if ranked else None
 
+  def item_metadata(self, step: int) -> Any:
+    """The saved tree of `step` as nested dicts of Orbax array metadata (`.shape`, `.dtype`)."""
+    # A manager opened on an existing directory has no handler for the item
+    # until it restores; read the saved PyTree's metadata directly.
+    meta = ocp.PyTreeCheckpointer().metadata(os.path.join(self.directory, str(step), 'default'))
+    meta = getattr(meta, 'item_metadata', meta)
+    return getattr(meta, 'tree', meta)
+
   def all_steps(self) -> list[int]:
     """All kept steps, ascending."""
     return sorted(self._manager.all_steps())
@@ -171,3 +186,118 @@ class Checkpointer:
   def close(self) -> None:
     """Finishes pending work and releases the manager."""
     self._manager.close()
+
+
+class CheckpointMismatchError(errors.UserInputError):
+  """A checkpoint's parameters do not fit the configured model (names what differs)."""
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+  """'a/b/kernel' -> shape for every leaf of a nested dict (arrays or Orbax metadata)."""
+  out = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    key = '/'.join(str(getattr(k, 'key', k)) for k in path)
+    out[key] = tuple(getattr(leaf, 'shape', ()))
+  return out
+
+
+def describe_mismatch(saved: Any, expected: Any) -> str | None:
+  """What differs between two parameter trees, in one line; None if they fit.
+
+  Args:
+    saved: the checkpoint's parameter tree (Orbax metadata or arrays).
+    expected: the model's parameter tree (ShapeDtypeStructs or arrays).
+
+  Returns:
+    e.g. "shape of encoder/layers_0/mlp/wi/kernel: checkpoint (64, 128), model
+    (32, 128); the model lacks 3 checkpoint params, e.g. ['decoder/layers_3/...']",
+    or None when every parameter has the same shape in both. Checkpoint
+    entries under top-level names the model has nothing like (not even with
+    another layer number) are allowed: a policy restored out of a state that
+    also holds other parameters.
+  """
+  have, want = _shapes(saved), _shapes(expected)
+  parts = []
+  shape = [k for k in want if k in have and have[k] != want[k]]
+  if shape:
+    parts.append(
+      f'shape of {shape[0]}: checkpoint {have[shape[0]]}, model {want[shape[0]]}'
+      + (f' (and {len(shape) - 1} more)' if len(shape) > 1 else '')
+    )
+  absent = sorted(k for k in want if k not in have)
+  if absent:
+    parts.append(f'the checkpoint lacks {len(absent)} model params, e.g. {absent[:2]}')
+  # Entries beside the model's own (top-level names the model has nothing like,
+  # such as Improve's BVMPO temperature) may ride along; more layers may not.
+  def family(key: str) -> str:
+    return re.sub(r'\d+$', '', key.split('/')[0])
+
+  families = {family(k) for k in want}
+  extra = sorted(k for k in have if k not in want and family(k) in families)
+  if extra:
+    parts.append(f'the model lacks {len(extra)} checkpoint params, e.g. {extra[:2]}')
+  return '; '.join(parts) or None
+
+
+def restore_params(
+  checkpoint_dir: str,
+  init_params_fn: Callable[[jax.Array], Any],
+  mesh: Any,
+  step: int | None = None,
+  *,
+  what: str = 'policy',
+) -> tuple[Any, int]:
+  """Restores only the parameters of a saved TrainState onto `mesh`.
+
+  The one restore helper of the project (policies, reward models, value
+  networks): the checkpoint's parameter tree is compared with the model's
+  before anything is read, so another architecture (more layers, another
+  width, another vocabulary size) fails with one line that says what differs.
+
+  Args:
+    checkpoint_dir: a `Checkpointer` directory (holds step folders).
+    init_params_fn: `rng -> boxed params` of the configured model; only its
+      shapes and logical axes are used (`jax.eval_shape`).
+    mesh: where to place the params (sharded by their logical axes).
+    step: which step; None for the latest.
+    what: what the checkpoint holds, for messages ('policy', 'reward model').
+
+  Returns:
+    (params, step): the unboxed params on `mesh`, and the step restored.
+
+  Raises:
+    FileNotFoundError: no checkpoint (or no such step) under `checkpoint_dir`.
+    CheckpointMismatchError: the checkpoint's params do not fit the model.
+  """
+  if not os.path.isdir(checkpoint_dir):  # Checked first: Checkpointer would create it.
+    raise FileNotFoundError(
+      f'No {what} checkpoint under {checkpoint_dir}: train one first, or give the '
+      'directory that holds its step folders.'
+    )
+  ckpt = Checkpointer(checkpoint_dir)
+  steps = ckpt.all_steps()
+  if step is None:
+    step = steps[-1] if steps else None
+  if step is None or step not in steps:
+    raise FileNotFoundError(
+      f'No {what} checkpoint'
+      + (f' step {step}' if step is not None else '')
+      + f' under {checkpoint_dir} (it has steps {steps}).'
+    )
+  abstract = jax.eval_shape(init_params_fn, jax.random.key(0))
+  shardings = partitioning.state_shardings({'params': abstract}, mesh)['params']
+  abstract_params = nn.unbox(abstract)
+  saved = ckpt.item_metadata(step)
+  saved_params = saved.get('params') if isinstance(saved, dict) else None
+  if saved_params is None:
+    problem = 'it holds no params'
+  else:
+    problem = describe_mismatch(saved_params, abstract_params)
+  if problem:
+    raise CheckpointMismatchError(
+      f'{what.capitalize()} checkpoint {checkpoint_dir} (step {step}) is of another architecture '
+      f'than the configured model: {problem}. Use the model config it was trained with.'
+    )
+  target = train_state_lib.abstract_state(abstract_params, shardings)
+  restored = ckpt.restore({'params': target}, step, partial=True)
+  return restored['params'], int(step)

@@ -15,7 +15,8 @@ Batches are dicts of int32 arrays in the t5x feature-converter layout:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -51,6 +52,10 @@ class EncoderDecoderModel:
     enc = jnp.ones((1, input_length), jnp.int32)
     dec = jnp.ones((1, target_length), jnp.int32)
     return self.module.init(rng, enc, dec, dec, enable_dropout=False)
+
+  def init_params_fn(self, input_length: int, target_length: int) -> Callable[[jax.Array], Any]:
+    """`rng -> boxed params` for [B, S] inputs and [B, T] targets (for states and restores)."""
+    return lambda rng: self.init(rng, input_length, target_length)['params']
 
   def logits(
     self, params, batch: Batch, rng: jax.Array | None = None, enable_dropout: bool = False

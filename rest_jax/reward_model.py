@@ -26,7 +26,6 @@ Shapes: B batch, L `max_length`, E emb_dim.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -38,7 +37,6 @@ import sentencepiece
 from jax.sharding import Mesh
 
 from rest_jax import checkpoints, network, partitioning
-from rest_jax import train_state as train_state_lib
 
 _OUTPUTS = ('sigmoid', 'linear')
 _NEG_INF = -1e10
@@ -420,41 +418,10 @@ def load_params(
   Raises:
     FileNotFoundError: no checkpoint in `checkpoint_dir`, or no such `step`
       (names the path).
-    ValueError: the checkpoint's parameters do not match `config` (a shape
-      differs, or a parameter of `config` is absent from the checkpoint).
+    checkpoints.CheckpointMismatchError: the checkpoint's parameters do not
+      match `config` (a shape differs, a parameter is absent or extra).
   """
-  missing = FileNotFoundError(
-    f'No reward-model checkpoint under {checkpoint_dir}; train one first, or point '
-    'LearnedReward.checkpoint_dir at the directory that holds its step folders.'
-  )
-  if '://' not in checkpoint_dir and not os.path.isdir(checkpoint_dir):
-    raise missing  # Checked first: Checkpointer would create the directory.
   mesh = local_mesh() if mesh is None else mesh
-  ckpt = checkpoints.Checkpointer(checkpoint_dir)
-  if step is None:
-    step = ckpt.latest_step()
-    if step is None:
-      raise missing
-  elif step not in ckpt.all_steps():
-    raise FileNotFoundError(
-      f'No step {step} in reward-model checkpoint {checkpoint_dir}; it has {ckpt.all_steps()}.'
-    )
-  abstract = jax.eval_shape(lambda r: init_params(config, r), jax.random.key(0))
-  shardings = partitioning.state_shardings(abstract, mesh)['params']
-  abstract_params = nn.unbox(abstract['params'])
-  target = train_state_lib.abstract_state(abstract_params, shardings)
-  mismatch = f'Reward-model checkpoint {checkpoint_dir} (step {step}) does not match {config}'
-  try:
-    params = ckpt.restore({'params': target}, step, partial=True)['params']
-  except (ValueError, KeyError) as e:
-    first_line = (str(e).strip().splitlines() or [''])[0][:300]
-    raise ValueError(f'{mismatch}: {type(e).__name__}: {first_line}') from e
-  # A partial restore leaves parameters absent from the checkpoint as abstract shapes.
-  absent = [
-    jax.tree_util.keystr(path)
-    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
-    if not isinstance(leaf, jax.Array)
-  ]
-  if absent:
-    raise ValueError(f'{mismatch}: the checkpoint lacks {len(absent)} params, e.g. {absent[:3]}.')
-  return params, int(step)
+  return checkpoints.restore_params(
+    checkpoint_dir, lambda r: init_params(config, r)['params'], mesh, step, what='reward model'
+  )

@@ -1,11 +1,13 @@
 """Orbax round trip: whole state, sharded target, params-only restore."""
 
+import os
+
 import jax
 import numpy as np
 import pytest
 import test_utils
 
-from rest_jax import checkpoints, optimizers, partitioning
+from rest_jax import checkpoints, models, optimizers, partitioning
 from rest_jax import train_state as train_state_lib
 
 
@@ -107,3 +109,32 @@ def test_is_better_is_strict_and_ranks_nan_last():
   assert checkpoints.is_better(0.1, -np.inf)
   with pytest.raises(ValueError, match='best_mode'):
     checkpoints.is_better(1.0, 0.0, 'maximum')
+
+
+def test_restore_params_names_what_differs(tmp_path):
+  mesh = partitioning.make_mesh(partitioning.MeshConfig(), jax.devices()[:1])
+  state, _ = _state(mesh)
+  extra = {**state.params, 'bvmpo_log_temperature': np.zeros((), np.float32)}
+  ckpt = checkpoints.Checkpointer(str(tmp_path / 'best'))
+  ckpt.save(4, state.replace(params=extra))
+  model = test_utils.tiny_model()
+  # Entries beside the model's own (Improve's temperature) ride along.
+  params, step = checkpoints.restore_params(ckpt.directory, model.init_params_fn(4, 4), mesh)
+  assert step == 4 and 'bvmpo_log_temperature' not in params
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(state.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  for config, pattern in [
+    (test_utils.tiny_config(emb_dim=32), r'another architecture.*shape of'),
+    (test_utils.tiny_config(num_decoder_layers=3), r'checkpoint lacks \d+ model params'),
+    (test_utils.tiny_config(num_encoder_layers=1), r'model lacks \d+ checkpoint params'),
+    (test_utils.tiny_config(vocab_size=64), r'shape of .*checkpoint \(16, 32\), model \(16, 64\)'),
+  ]:
+    other = models.EncoderDecoderModel(config)
+    with pytest.raises(checkpoints.CheckpointMismatchError, match=pattern):
+      checkpoints.restore_params(ckpt.directory, other.init_params_fn(4, 4), mesh)
+  with pytest.raises(FileNotFoundError, match=r'step 9 .*\[4\]'):
+    checkpoints.restore_params(ckpt.directory, model.init_params_fn(4, 4), mesh, step=9)
+  missing = str(tmp_path / 'none')
+  with pytest.raises(FileNotFoundError, match='train one first'):
+    checkpoints.restore_params(missing, model.init_params_fn(4, 4), mesh)
+  assert not os.path.exists(missing)

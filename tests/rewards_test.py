@@ -285,18 +285,19 @@ def test_learned_reward_round_trip(tmp_path):
   np.testing.assert_allclose(many.raw, np.tile(out.raw, 4), rtol=1e-5, atol=1e-5)
 
 
-# Orbax leaves an unawaited read coroutine behind when a restore fails on a shape.
-@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
 def test_load_params_mismatch_and_missing_step(tmp_path):
   ckpt_dir = str(tmp_path / 'rm')
   _save_reward_model(ckpt_dir, _rm_config())
   wider = _rm_config(encoder=test_utils.tiny_config(vocab_size=4000, emb_dim=32))
-  with pytest.raises(ValueError, match='does not match'):
+  with pytest.raises(checkpoints.CheckpointMismatchError, match='another architecture.*shape of'):
     reward_model.load_params(wider, ckpt_dir)
   deeper = _rm_config(encoder=test_utils.tiny_config(vocab_size=4000, num_encoder_layers=3))
-  with pytest.raises(ValueError, match='lacks .*encoder_layer_2'):
+  with pytest.raises(checkpoints.CheckpointMismatchError, match='lacks .*encoder_layer_2'):
     reward_model.load_params(deeper, ckpt_dir)
-  with pytest.raises(FileNotFoundError, match=r'No step 8 .* \[7\]'):
+  shallower = _rm_config(encoder=test_utils.tiny_config(vocab_size=4000, num_encoder_layers=1))
+  with pytest.raises(checkpoints.CheckpointMismatchError, match='model lacks .*encoder_layer_1'):
+    reward_model.load_params(shallower, ckpt_dir)
+  with pytest.raises(FileNotFoundError, match=r'step 8 .* \[7\]'):
     reward_model.load_params(_rm_config(), ckpt_dir, step=8)
 
 
