@@ -5,8 +5,8 @@ candidate (and the human reference: D_g = samples ∪ D) with a reward source,
 and writes the round as TFRecord shards plus a manifest (`grow_io.py`):
 
   sources of a split -> chunks of `sources_per_shard` -> per chunk:
-    batches of similar length -> sampler (one compiled program, sharded over
-    the mesh's batch axes) -> texts -> rewards -> part-<i>-of-<K>.tfrecord
+    batches of similar length -> `sampler.Sampler` (one compiled program,
+    sharded over the mesh's batch axes) -> texts -> rewards -> part-<i>-of-<K>.tfrecord
 
 Each chunk is one shard, written under a temporary name and renamed, so a
 killed Grow restarts from its finished shards with no record lost or
@@ -45,7 +45,6 @@ worst candidates of a few sources.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import os
@@ -71,6 +70,7 @@ from rest_jax import (
   summaries,
   tasks,
 )
+from rest_jax import sampler as sampler_lib
 
 UNFINISHED = ('keep', 'drop')  # SamplingConfig.unfinished.
 
@@ -119,20 +119,31 @@ def round_dir(model_dir: str, grow_round: int) -> str:
 
 
 @dataclasses.dataclass
-class _Sources:
-  """The sources of a split: token ids (no EOS), texts and references."""
+class Sources:
+  """The sources of a split, index k for its k-th source."""
 
-  tokens: list[np.ndarray]
-  texts: list[str]
-  references: list[str]
+  tokens: list[np.ndarray]  # [S_k] token ids each, without EOS or padding.
+  texts: list[str]  # The source texts.
+  references: list[str]  # Their human reference translations.
 
 
-def _load_sources(cfg: GrowConfig) -> _Sources:
+def load_sources(cfg: GrowConfig) -> Sources:
   """Sources [first_source, first_source + max_sources) of the split, in split order.
 
   The split is read unshuffled, so the first `first_source` examples are skipped
   deterministically (they are still tokenized: `tasks.get_dataset` has no offset).
-  Index k of the result is example `cfg.first_source + k` of the split.
+  Index k of the result is example `cfg.first_source + k` of the split. Grow
+  and best-of-N (`infer.load_sources`) read sources this way.
+
+  Args:
+    cfg: the task, split, source range and input_length (target_length only
+      bounds the tokenized references, which are not returned).
+
+  Returns:
+    The sources: tokens [S_k] each (no EOS, no padding), texts and references.
+
+  Raises:
+    tasks.DataError: a bad source range, or no sources from first_source on.
   """
   if cfg.first_source < 0 or (cfg.max_sources is not None and cfg.max_sources < 1):
     raise tasks.DataError(
@@ -151,7 +162,7 @@ def _load_sources(cfg: GrowConfig) -> _Sources:
     with_text=True,
     max_examples=None if cfg.max_sources is None else cfg.first_source + cfg.max_sources,
   )
-  out, seen = _Sources([], [], []), 0
+  out, seen = Sources([], [], []), 0
   for batch in data:
     for row, src, ref in zip(
       batch['encoder_input_tokens'], batch['inputs_pretokenized'], batch['targets_pretokenized']
@@ -179,79 +190,6 @@ def _keeps_human(seed: int, source_id: int, fraction: float) -> bool:
   return int.from_bytes(digest[:8], 'little') / 2**64 < fraction
 
 
-def _bucket(length: int, limit: int, multiple: int = 8) -> int:
-  """Pads a length up to a multiple of 8 (bounded), so few shapes compile."""
-  return min(max(multiple, -(-length // multiple) * multiple), limit)
-
-
-def _strip(tokens: np.ndarray, eos_id: int) -> np.ndarray:
-  """Token ids up to (not including) the first EOS, without padding."""
-  stop = np.flatnonzero(tokens == eos_id)
-  tokens = tokens[: stop[0]] if stop.size else tokens
-  return tokens[tokens > 0].astype(np.int32)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _sample_fn(model, sampling: SamplingConfig, target_length: int, params, batch, rng):
-  tokens, log_probs = model.predict_batch(
-    params,
-    batch,
-    rng,
-    num_decodes=sampling.num_samples,
-    max_decode_length=target_length,
-    temperature=sampling.temperature,
-    topk=sampling.topk,
-    topp=sampling.topp,
-  )
-  return tokens, log_probs.sum(-1)
-
-
-@functools.partial(jax.jit, static_argnums=(0,))
-def _score_fn(model, params, batch):
-  return model.score_batch(params, batch)
-
-
-class _Sampler:
-  """Jitted sampling and scoring of the policy on a mesh (compiled once per config)."""
-
-  def __init__(self, model, params, mesh, sampling: SamplingConfig, target_length: int):
-    self.model, self.params, self.mesh = model, params, mesh
-    self._sample = functools.partial(_sample_fn, model, sampling, target_length)
-    self._score = functools.partial(_score_fn, model)
-
-  def sample(self, enc: np.ndarray, rng: jax.Array) -> tuple[np.ndarray, np.ndarray]:
-    """[B, S] sources -> tokens [B, N, T] and sequence log-probs [B, N]."""
-    batch = partitioning.shard_batch({'encoder_input_tokens': enc}, self.mesh)
-    with partitioning.axis_rules(self.mesh):
-      tokens, log_probs = self._sample(self.params, batch, rng)
-    return multihost.host_array(tokens), multihost.host_array(log_probs)
-
-  def score(self, enc: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Sequence log-likelihood [B] of `targets` [B, T] (with EOS) given `enc`."""
-    dec_in = np.zeros_like(targets)
-    dec_in[:, 1:] = targets[:, :-1]
-    batch = partitioning.shard_batch(
-      {
-        'encoder_input_tokens': enc,
-        'decoder_input_tokens': dec_in,
-        'decoder_target_tokens': targets,
-        'decoder_loss_weights': (targets > 0).astype(np.float32),
-      },
-      self.mesh,
-    )
-    with partitioning.axis_rules(self.mesh):
-      return multihost.host_array(self._score(self.params, batch))
-
-
-def _pad_rows(rows: Sequence[np.ndarray], num_rows: int, length: int, eos: bool) -> np.ndarray:
-  """Token rows -> [num_rows, length] int32 (EOS appended when `eos`)."""
-  out = np.zeros((num_rows, length), np.int32)
-  for i, row in enumerate(rows):
-    row = list(row[: length - 1 if eos else length]) + ([1] if eos else [])
-    out[i, : len(row)] = row
-  return out
-
-
 def chunk_key(seed: int, grow_round: int, chunk: int) -> jax.Array:
   """The sampling key of chunk `chunk` of round `grow_round`: fold_in(fold_in(key(seed), g), i).
 
@@ -263,8 +201,8 @@ def chunk_key(seed: int, grow_round: int, chunk: int) -> jax.Array:
 def _grow_chunk(
   chunk: int,
   ids: Sequence[int],
-  sources: _Sources,
-  sampler: _Sampler,
+  sources: Sources,
+  sampler: sampler_lib.Sampler,
   vocab,
   reward_fn: rewards.RewardFn,
   cfg: GrowConfig,
@@ -295,8 +233,12 @@ def _grow_chunk(
   records = []
   for b, start in enumerate(range(0, len(order), cfg.batch_size)):
     batch_ids = order[start : start + cfg.batch_size]
-    length = _bucket(max(len(sources.tokens[i]) for i in batch_ids) + 1, cfg.input_length)
-    enc = _pad_rows([sources.tokens[i] for i in batch_ids], cfg.batch_size, length, eos=True)
+    length = sampler_lib.bucket(
+      max(len(sources.tokens[i]) for i in batch_ids) + 1, cfg.input_length
+    )
+    enc = sampler_lib.pad_rows(
+      [sources.tokens[i] for i in batch_ids], cfg.batch_size, length, eos=True
+    )
     tic = time.perf_counter()
     tokens, log_probs = sampler.sample(enc, jax.random.fold_in(key, b))
     # The human reference of a source joins D_g (scored by the policy too).
@@ -313,7 +255,8 @@ def _grow_chunk(
     human_lp = {}
     if refs:
       rows = [refs.get(i, []) for i in batch_ids]
-      scored = sampler.score(enc, _pad_rows(rows, cfg.batch_size, cfg.target_length, eos=True))
+      targets = sampler_lib.pad_rows(rows, cfg.batch_size, cfg.target_length, eos=True)
+      scored = sampler.score(enc, targets)
       human_lp = {i: float(scored[row]) for row, i in enumerate(batch_ids) if i in refs}
     timing['sample_seconds'] += time.perf_counter() - tic
     for row, i in enumerate(batch_ids):
@@ -331,7 +274,7 @@ def _grow_chunk(
           if sampling.unfinished == 'drop':
             counts['num_dropped_samples'] += 1
             continue
-        cand = _strip(tokens[row, n], eos_id=1)
+        cand = sampler_lib.strip(tokens[row, n], eos_id=1)
         records.append(
           dict(
             base,
@@ -430,7 +373,7 @@ def grow(
   evaluation.check_vocab_size(model_config, grow_config.task)
   gin_utils.write_config(model_dir, f'config_grow_{os.path.basename(out_dir)}.gin')
   vocab = tasks.get_vocabulary(grow_config.task)
-  sources = _load_sources(grow_config)
+  sources = load_sources(grow_config)
   num_sources = len(sources.texts)
   num_shards = -(-num_sources // grow_config.sources_per_shard)
   done = grow_io.finished_shards(out_dir, num_shards)
@@ -448,7 +391,16 @@ def grow(
   params, policy_step = evaluation.restore_params(
     model, mesh, ckpt_dir, None, grow_config.input_length, grow_config.target_length
   )
-  sampler = _Sampler(model, params, mesh, sampling, grow_config.target_length)
+  sampler = sampler_lib.Sampler(
+    model,
+    params,
+    mesh,
+    num_samples=sampling.num_samples,
+    max_length=grow_config.target_length,
+    temperature=sampling.temperature,
+    topk=sampling.topk,
+    topp=sampling.topp,
+  )
   process, num_processes = jax.process_index(), jax.process_count()
   if num_processes > 1:
     # Load a learned reward now, on every process together (restoring a

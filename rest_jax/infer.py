@@ -1,8 +1,9 @@
 """`--run_mode=infer`: best-of-N translation, and the reward-against-N curve.
 
-For each source, the policy samples N candidates (one compiled sampler call per
-batch, as in Grow); a reward source (the learned reward model, or a metric)
-scores them, and the best one is the output [PAPER §4 "Best-of-N"]. Sources
+For each source, the policy samples N candidates (one compiled call per batch of
+`sampler.Sampler`, the sampler Grow uses); a reward source (the learned reward
+model, or a metric) scores them, and the best one is the output [PAPER §4
+"Best-of-N"]. Sources
 come from a seqio split (`task`, `split`) or a text file (`input_file`, one
 source a line, with an optional aligned `reference_file`).
 
@@ -43,6 +44,7 @@ from rest_jax import (
   rewards,
   tasks,
 )
+from rest_jax import sampler as sampler_lib
 
 DEFAULT_NS = (1, 2, 4, 8, 16, 32, 64)
 
@@ -146,7 +148,7 @@ def load_sources(cfg: InferConfig) -> tuple[list[np.ndarray], list[str], list[st
   """(token ids without EOS, texts, references or None) of the configured sources."""
   if cfg.input_file is not None:
     return _file_sources(cfg)
-  src = grow._load_sources(  # noqa: SLF001 (the same reader as Grow's)
+  src = grow.load_sources(
     grow.GrowConfig(
       task=cfg.task,
       split=cfg.split,
@@ -182,10 +184,16 @@ def sample_candidates(
   Returns:
     S lists of N texts.
   """
-  sampling = grow.SamplingConfig(
-    num_samples=cfg.num_samples, temperature=cfg.temperature, topk=cfg.topk, topp=cfg.topp
+  sampler = sampler_lib.Sampler(
+    model,
+    params,
+    mesh,
+    num_samples=cfg.num_samples,
+    max_length=cfg.target_length,
+    temperature=cfg.temperature,
+    topk=cfg.topk,
+    topp=cfg.topp,
   )
-  sampler = grow._Sampler(model, params, mesh, sampling, cfg.target_length)  # noqa: SLF001
   rows = -(-cfg.batch_size // partitioning.num_batch_shards(mesh)) * partitioning.num_batch_shards(
     mesh
   )
@@ -196,11 +204,11 @@ def sample_candidates(
     tqdm.tqdm(starts, desc='infer', disable=multihost.bar_disable(progress))
   ):
     chunk = tokens[start : start + rows]
-    enc = grow._pad_rows(chunk, rows, cfg.input_length, eos=True)  # noqa: SLF001
+    enc = sampler_lib.pad_rows(chunk, rows, cfg.input_length, eos=True)
     sampled, _ = sampler.sample(enc, jax.random.fold_in(key, b))
     for row in sampled[: len(chunk)]:
       out.append(
-        [vocab.decode([int(t) for t in grow._strip(c, model.config.eos_id)]) for c in row]  # noqa: SLF001
+        [vocab.decode([int(t) for t in sampler_lib.strip(c, model.config.eos_id)]) for c in row]
       )
   return out
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import test_utils
 
-from rest_jax import grow, infer, metrics, models, partitioning, rewards, tasks
+from rest_jax import infer, metrics, models, partitioning, rewards, sampler, tasks
 
 L = 16
 MESH = partitioning.MeshConfig(num_devices=1)
@@ -106,7 +106,7 @@ def test_best_of_one_equals_plain_sampling(policy):
   vocab = tasks.get_vocabulary(task)
   got = infer.sample_candidates(model, params, mesh, tokens, icfg, vocab, progress=False)
   # Plain sampling: one decode per source with the first batch's key.
-  enc = grow._pad_rows(tokens, 16, L, eos=True)
+  enc = sampler.pad_rows(tokens, 16, L, eos=True)
   plain, _ = model.predict_batch(
     params,
     {'encoder_input_tokens': enc},
@@ -115,7 +115,7 @@ def test_best_of_one_equals_plain_sampling(policy):
     max_decode_length=L,
     temperature=0.8,
   )
-  want = [vocab.decode([int(t) for t in grow._strip(np.asarray(r[0]), 1)]) for r in plain]
+  want = [vocab.decode([int(t) for t in sampler.strip(np.asarray(r[0]), 1)]) for r in plain]
   assert [c[0] for c in got] == want[: len(texts)]
   assert len(texts) == 10 and len(refs) == 10
 

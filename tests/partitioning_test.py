@@ -13,7 +13,8 @@ import pytest
 import test_utils
 from jax.sharding import PartitionSpec as P
 
-from rest_jax import grow, models, multihost, optimizers, partitioning, reward_model
+from rest_jax import models, multihost, optimizers, partitioning, reward_model
+from rest_jax import sampler as sampler_lib
 from rest_jax import train_state as train_state_lib
 
 MESHES = [(8, 1, 1), (2, 2, 2), (1, 1, 8)]
@@ -151,8 +152,7 @@ def _sample(shape):
   model = models.EncoderDecoderModel(CONFIG)
   mesh = _mesh(shape)
   params = _place(lambda r: model.init(r, L, L)['params'], mesh)
-  sampling = grow.SamplingConfig(num_samples=3, temperature=1.0)
-  sampler = grow._Sampler(model, params, mesh, sampling, L)  # noqa: SLF001
+  sampler = sampler_lib.Sampler(model, params, mesh, num_samples=3, max_length=L, temperature=1.0)
   enc = test_utils.toy_batch(8, L, L, vocab=64, seed=5)['encoder_input_tokens']
   return sampler.sample(enc, jax.random.key(7))
 

@@ -96,7 +96,7 @@ def test_grow_first_source_selects_the_slice(tmp_path):
   train = corpus.splits()['train']
 
   def load(**kwargs):
-    return grow._load_sources(
+    return grow.load_sources(
       grow.GrowConfig(task=corpus, input_length=16, target_length=16, **kwargs)
     )
 
@@ -194,7 +194,7 @@ def test_train_rm_end_to_end_tiny_and_a_second_named_model(tmp_path):
   assert max(len(t) for t in rec['targets']) <= 12
   # Disjoint from the sources Grow samples by default (the first MAX_SOURCES of train).
   max_sources = size - 40
-  grown = grow._load_sources(
+  grown = grow.load_sources(
     grow.GrowConfig(task=corpus, max_sources=max_sources, input_length=16, target_length=16)
   )
   assert grown.texts == [s for s, _ in train[:max_sources]]
