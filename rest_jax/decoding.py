@@ -81,7 +81,8 @@ def temperature_sample(
   temperature: float = 1.0,
   topk: int = 0,
   topp: float = 1.0,
-) -> tuple[jax.Array, jax.Array]:
+  return_steps: bool = False,
+) -> tuple[jax.Array, jax.Array] | tuple[jax.Array, jax.Array, jax.Array]:
   """Samples (or greedily decodes) B sequences of up to L tokens.
 
   Args:
@@ -98,12 +99,15 @@ def temperature_sample(
       before top-k / top-p filtering and sampling. A Python float (static).
     topk: top-k filter, 0 disables.
     topp: nucleus filter, 1.0 disables.
+    return_steps: also return the number of decode steps the loop ran (static).
 
   Returns:
     tokens: [B, L] int32, the generated tokens (EOS included, then `pad_id`).
     log_probs: [B, L] float32, per-token log-probabilities of the chosen tokens
       under the model's own distribution (temperature 1, unfiltered), 0 after
       EOS. Their sum is the sequence log-likelihood that `score_batch` gives.
+    steps: [] int32, only with `return_steps`: the number of iterations (calls
+      of `tokens_to_logits`), L unless every row emitted EOS earlier.
   """
   greedy = temperature == 0.0
 
@@ -140,5 +144,7 @@ def temperature_sample(
     jnp.zeros((batch_size, max_decode_length), jnp.float32),
     cache,
   )
-  _, _, _, tokens, log_probs, _ = jax.lax.while_loop(cond_fn, body_fn, init)
+  steps, _, _, tokens, log_probs, _ = jax.lax.while_loop(cond_fn, body_fn, init)
+  if return_steps:
+    return tokens, log_probs, steps
   return tokens, log_probs

@@ -102,25 +102,66 @@ def test_samples_shapes_eos_and_determinism(setup):
     assert (row_lp[: (eos[0] + 1 if eos.size else L)] < 0).all()
 
 
-def test_early_exit_when_all_rows_end():
-  calls = []
+def _steps_until(end_at, max_decode_length=9):
+  """Greedy decode where row b emits token 3 until step end_at[b], then EOS (1)."""
+  end_at = jnp.asarray(end_at)
 
   def tokens_to_logits(ids, cache, position):
-    calls.append(1)
-    logits = jnp.full((ids.shape[0], 5), -5.0).at[:, 1].set(5.0)  # EOS wins at once
-    return logits, cache + 1
+    logits = jnp.full((ids.shape[0], 5), -5.0).at[:, 3].set(5.0)
+    logits = logits.at[:, 1].set(jnp.where(position >= end_at, 10.0, -5.0))
+    return logits, cache
 
-  tokens, _ = decoding.temperature_sample(
+  tokens, _, steps = decoding.temperature_sample(
     tokens_to_logits,
     jnp.zeros(()),
-    batch_size=3,
-    max_decode_length=9,
+    batch_size=end_at.shape[0],
+    max_decode_length=max_decode_length,
+    rng=jax.random.key(0),
+    eos_id=1,
+    temperature=0.0,
+    return_steps=True,
+  )
+  return np.asarray(tokens), int(steps)
+
+
+def test_early_exit_when_all_rows_end():
+  # The loop stops after the step in which the last row emits EOS.
+  tokens, steps = _steps_until([0, 2, 4])
+  assert steps == 5
+  np.testing.assert_array_equal(
+    tokens,
+    [
+      [1, 0, 0, 0, 0, 0, 0, 0, 0],
+      [3, 3, 1, 0, 0, 0, 0, 0, 0],
+      [3, 3, 3, 3, 1, 0, 0, 0, 0],
+    ],
+  )
+  tokens, steps = _steps_until([0, 0, 0])
+  assert steps == 1
+  np.testing.assert_array_equal(tokens[:, 0], [1, 1, 1])
+  assert (tokens[:, 1:] == 0).all()
+
+
+def test_no_early_exit_while_a_row_is_running():
+  tokens, steps = _steps_until([99, 99, 99])
+  assert steps == 9
+  assert (tokens == 3).all()
+  tokens, steps = _steps_until([0, 99, 2])  # One row never ends: the full length.
+  assert steps == 9
+  np.testing.assert_array_equal(tokens[1], [3] * 9)
+
+
+def test_return_steps_defaults_off():
+  out = decoding.temperature_sample(
+    lambda ids, cache, position: (jnp.zeros((2, 5)), cache),
+    jnp.zeros(()),
+    batch_size=2,
+    max_decode_length=3,
     rng=jax.random.key(0),
     eos_id=1,
     temperature=0.0,
   )
-  np.testing.assert_array_equal(np.asarray(tokens[:, 0]), [1, 1, 1])
-  assert (np.asarray(tokens[:, 1:]) == 0).all()
+  assert len(out) == 2
 
 
 def test_topk_mask():

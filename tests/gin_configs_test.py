@@ -1,6 +1,7 @@
 """Every gin file under gin/ parses with its REQUIRED macros filled."""
 
 import glob
+import itertools
 import os
 import re
 
@@ -75,23 +76,78 @@ def test_experiment_headers_list_command_and_required():
       assert 'python -m rest_jax.main' in text, f'{name}: header must show the command'
 
 
-def test_there_are_configs():
-  assert {
-    'models/tiny.gin',
-    'models/small.gin',
-    'models/base.gin',
-    'models/iwslt_paper.gin',
-    'runs/bc.gin',
-    'bc/tatoeba_en_de_cpu.gin',
-    'bc/tatoeba_en_de_gpu.gin',
-    'runs/improve.gin',
-    'runs/rest.gin',
-    'rest/demo_cpu.gin',
-    'rest/tatoeba_en_de_gpu.gin',
-    'rest/iwslt_paper.gin',
-    'rest/wmt_paper.gin',
-    'rest/rest_em.gin',
-  } <= set(ALL)
+def _header(name: str) -> str:
+  """The file's leading comment block."""
+  lines = open(os.path.join(GIN_DIR, name)).read().splitlines()
+  return '\n'.join(itertools.takewhile(lambda line: line.startswith('#'), lines))
+
+
+def _header_required(name: str) -> set[str]:
+  """The macros a file's header says the user must set.
+
+  Experiment files say it on one line (`# REQUIRED: MODEL_DIR, TASK (...)`); run
+  files in a block, one `#   NAME   description` line per macro (two or more
+  spaces after the name; other lines of the block continue a description).
+  """
+  header = _header(name)
+  inline = re.search(r'^# REQUIRED: ([A-Z][A-Z0-9_]*(?:, [A-Z][A-Z0-9_]*)*)', header, re.M)
+  if inline:
+    return set(inline.group(1).split(', '))
+  block = re.search(r'^# REQUIRED(?::| \(.*\):)\n((?:#  .*\n?)*)', header, re.M)
+  if block:
+    return set(re.findall(r'^#   ([A-Z][A-Z0-9_]*)  +\S', block.group(1), re.M))
+  return set()
+
+
+def _required_left(files: list[str]) -> set[str]:
+  """The macros still `%gin.REQUIRED` after parsing `files` (with their includes).
+
+  Asks `gin.finalize` for one missing macro at a time and binds it to None.
+  """
+  missing = []
+  for _ in range(20):
+    try:
+      _parse(files, [f'{m} = None' for m in missing])
+      return set(missing)
+    except gin_utils.GinConfigError as e:
+      match = re.search(r'([A-Z][A-Z0-9_]*)/macro\.value set to `%gin\.REQUIRED`', str(e))
+      assert match, f'{files}: a REQUIRED value that is not a macro, or an unbound one: {e}'
+      missing.append(match.group(1))
+  raise AssertionError(f'{files}: too many REQUIRED macros: {missing}')
+
+
+_NO_MODEL = ('runs/inspect.gin', 'runs/report.gin', 'runs/import_t5.gin')
+
+
+@pytest.mark.parametrize('name', ALL)
+def test_header_lists_exactly_the_required_macros(name):
+  # What a user reads in the header is what finalize asks for, no more, no less.
+  header = _header_required(name)
+  if name.startswith('runs/') and name not in _NO_MODEL:
+    # A run file's macros (VOCAB_SIZE, ...) come from the model file included after it,
+    # which also sets MODEL_CONFIG.
+    text = open(os.path.join(GIN_DIR, name)).read()
+    assert re.search(r'^MODEL_CONFIG = %gin\.REQUIRED', text, re.M), name
+    left = _required_left([name, _MODEL]) | {'MODEL_CONFIG'}
+  else:
+    left = _required_left([name])
+  assert header == left, f'{name}: the header lists {header}, %gin.REQUIRED leaves {left}'
+  if name.startswith('models/'):
+    assert not left, f'{name}: a model file sets everything'
+  elif name.startswith('runs/'):
+    assert left & {'MODEL_DIR', 'ROUND_DIR'}, name
+    # The parse test above fills exactly these (MODEL_CONFIG by including a model file).
+    given = {b.split(' = ')[0] for b in _REQUIRED[name]}
+    assert given | (left & {'MODEL_CONFIG'}) == left, name
+  else:  # An experiment leaves at most the run directory and the data to the user.
+    assert 'MODEL_DIR' in left and left <= {'MODEL_DIR', 'TASK'}, (name, left)
+
+
+def test_every_kind_of_config_is_there():
+  kinds = {name.split('/')[0] for name in ALL}
+  assert {'models', 'runs', 'bc', 'grow', 'rm', 'rest'} <= kinds, kinds
+  run_modes = {'bc', 'eval', 'grow', 'improve', 'infer', 'inspect', 'report', 'rest', 'train_rm'}
+  assert {f'runs/{m}.gin' for m in run_modes} <= set(ALL)
 
 
 def _language_pair(name: str, text: str) -> tuple[str, str]:

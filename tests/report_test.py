@@ -249,13 +249,26 @@ def test_report_does_not_import_tensorflow():
   assert out.returncode == 0, out.stderr[-2000:]
 
 
+# Set to 1 (as .ci/run does) to make a missing chromium a failure instead of a skip.
+REQUIRE_BROWSER_ENV = 'REST_JAX_REQUIRE_BROWSER'
+
+
 def test_report_loads_in_headless_chromium(model_dir):
+  """The page loads in a real browser: every image decodes, the page marks itself ready.
+
+  Needs `chromium` on PATH. Without it the test is skipped, unless the
+  environment variable REST_JAX_REQUIRE_BROWSER=1 is set (.ci/run sets it, and
+  installs chromium), in which case a missing chromium fails the test.
+  """
   chromium = shutil.which('chromium')
   if chromium is None:
-    pytest.fail(
-      'chromium is not on PATH: .ci/run installs it (apt-get install chromium); '
-      'install it the same way to run this test.'
+    reason = (
+      'chromium is not on PATH: install it (Debian: apt-get install chromium, as .ci/run '
+      'does) to check that the report loads in a browser'
     )
+    if os.environ.get(REQUIRE_BROWSER_ENV) == '1':
+      pytest.fail(f'{reason}; {REQUIRE_BROWSER_ENV}=1 requires this check.')
+    pytest.skip(f'{reason}; set {REQUIRE_BROWSER_ENV}=1 to fail instead of skipping.')
   path = report.write_report(model_dir)
   num_images = len(_parse(open(path, encoding='utf-8').read()).imgs)
   out = subprocess.run(

@@ -77,15 +77,42 @@ def test_non_finite_loss_names_phase_and_step():
     trainer.check_finite({'loss': np.nan}, step=7, phase='bc')
 
 
+def _leaves(tree):
+  return [np.array(x) for x in jax.tree.leaves(tree)]  # Host copies.
+
+
 def test_train_step_is_pure_function():
+  """Same inputs give bitwise-equal outputs; the input state is left as it was."""
   model = test_utils.tiny_model()
-  tx = optimizers.make(optimizers.OptimizerConfig(), 10)
+  # No warm-up: the first update has a nonzero learning rate.
+  config = optimizers.OptimizerConfig(learning_rate=1e-2, warmup_steps=0, decay='constant')
+  tx = optimizers.make(config, 10)
   params = nn.unbox(model.init(jax.random.key(0), 8, 8))['params']
   state = train_state_lib.TrainState.create(params, tx)
+  before = _leaves(state)
   batch = test_utils.toy_batch(2, 8, 8)
-  a, ma = trainer.train_step(state, batch, jax.random.key(0), loss_fn=model.loss_fn, tx=tx)
-  b, mb = trainer.train_step(state, batch, jax.random.key(0), loss_fn=model.loss_fn, tx=tx)
-  assert float(ma['loss']) == float(mb['loss'])
-  assert int(a.step) == 1
-  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+  step = lambda s: trainer.train_step(s, batch, jax.random.key(0), loss_fn=model.loss_fn, tx=tx)  # noqa: E731
+  a, ma = step(state)
+  b, mb = step(state)
+
+  # The input state (step, params, optimizer state) is unchanged.
+  for x, y in zip(_leaves(state), before, strict=True):
     np.testing.assert_array_equal(x, y)
+  # Both calls agree bit for bit: new state and every metric.
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(_leaves(a), _leaves(b), strict=True):
+    np.testing.assert_array_equal(x, y)
+  assert sorted(ma) == sorted(mb) and {'loss', 'grad_norm'} <= set(ma)
+  for k in ma:
+    np.testing.assert_array_equal(np.asarray(ma[k]), np.asarray(mb[k]), err_msg=k)
+  # And the step did something: one update, every parameter moved.
+  assert int(a.step) == 1
+  assert float(ma['grad_norm']) > 0
+  still = [
+    jax.tree_util.keystr(path)
+    for (path, x), y in zip(
+      jax.tree_util.tree_leaves_with_path(a.params), jax.tree.leaves(params), strict=True
+    )
+    if np.array_equal(np.asarray(x), np.asarray(y))
+  ]
+  assert not still, f'parameters the step left unchanged: {still}'
