@@ -44,7 +44,7 @@ RUN_MODES = {
   'bc': ('rest_jax.train', 'train'),
   'eval': ('rest_jax.evaluation', 'evaluate'),
   'grow': ('rest_jax.grow', 'grow'),
-  'inspect': ('rest_jax.grow', 'inspect'),
+  'inspect': ('rest_jax.inspect_round', 'inspect'),
   'train_rm': ('rest_jax.reward_training', 'train_rm'),
   'improve': ('rest_jax.improve', 'improve'),
   'rest': ('rest_jax.rest', 'rest'),

@@ -1,4 +1,4 @@
-"""Grow: shards and manifest, the filter task, corruption checks, resume, sharding."""
+"""Grow: shards and manifest, the filter task, corruption checks, resume, sharding, inspect."""
 
 import json
 import os
@@ -9,7 +9,7 @@ import pytest
 import seqio
 import test_utils
 
-from rest_jax import grow, grow_io, partitioning, rewards, tasks
+from rest_jax import grow, grow_io, inspect_round, partitioning, rewards, tasks
 
 N = 3  # Samples per source.
 
@@ -226,7 +226,7 @@ def test_inspect_reports_kept_counts(policy, tmp_path, capsys):
   ckpt = os.path.join(source_dir, 'checkpoints', 'bc', 'best')
   _run_grow(corpus, cfg, str(tmp_path), policy_checkpoint=ckpt)
   rd = grow.round_dir(str(tmp_path), 1)
-  summary = grow.inspect(round_dir=rd, thresholds=(0.0, 0.5), num_sources=2)
+  summary = inspect_round.inspect(round_dir=rd, thresholds=(0.0, 0.5), num_sources=2)
   out = capsys.readouterr().out
   cols = grow_io.read_records(rd)
   assert summary['thresholds'][1]['kept'] == int((cols['reward'] > 0.5).sum())
