@@ -54,7 +54,7 @@ def hacking_flags(
 ) -> dict[str, np.ndarray]:
   """Per-output flags of the reward-hacking probes' patterns, [N] bool each.
 
-  The reward model's probes (`judgments.PROBES`) ask whether these edits
+  The reward model's probes (`corruptions.PROBES`) ask whether these edits
   raise its score; these flags count how many of a policy's outputs show them:
 
   * `empty`: no words.

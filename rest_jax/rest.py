@@ -57,13 +57,13 @@ from typing import Any
 from absl import logging
 
 from rest_jax import (
+  corruptions,
   errors,
   evaluation,
   gin_utils,
   grow,
   improve,
   infer,
-  judgments,
   models,
   multihost,
   network,
@@ -556,8 +556,8 @@ def _write_reward_probes(model_dir: str, reward, task, num_sources: int) -> None
     lambda s, c: reward(list(s), list(c), references).reward,
     sources,
     references,
-    judgments.probe,
-    judgments.PROBES,
+    corruptions.probe,
+    corruptions.PROBES,
   )
   evaluation.write_json(
     os.path.join(model_dir, 'eval', 'reward_probes.json'),

@@ -10,12 +10,12 @@ Read top to bottom:
      labelled with sentence chrF against the reference (with
      labels='rules', a sample that repeats a word 3-gram or is over 1.5x the
      reference's length has it multiplied by a penalty:
-     `judgments.guard_policy_label`);
+     `corruptions.guard_policy_label`);
    - the references themselves (label 1);
    - corrupted references (dropped, swapped or repeated words, truncation,
      the copied source, empty output, another sentence, the whole reference
      repeated, the reference followed by other words), labelled by rule
-     (`judgments.rule_label`: chrF times a penalty per kind, 0 for the copied
+     (`corruptions.rule_label`: chrF times a penalty per kind, 0 for the copied
      source, empty output and another sentence) or, with labels='chrf', by
      chrF alone.
 
@@ -60,11 +60,13 @@ from absl import logging
 
 from rest_jax import (
   checkpoints,
+  corruptions,
   errors,
   evaluation,
   gin_utils,
   grow,
   grow_io,
+  judgment_tasks,
   judgments,
   multihost,
   network,
@@ -94,8 +96,8 @@ class JudgmentsConfig:
   num_eval_sources: int = 300  # Validation-split sources for held-out synthetic judgments.
   policy_samples_per_source: int = 2  # BC samples per source (0 = none), labelled with chrF.
   corruptions_per_pair: int = 3  # Corrupted references per (source, reference) pair.
-  # 'rules': corruptions labelled by judgments.rule_label, hacked policy samples penalised
-  # (judgments.guard_policy_label); 'chrf': sentence chrF / 100 for everything.
+  # 'rules': corruptions labelled by corruptions.rule_label, hacked policy samples penalised
+  # (corruptions.guard_policy_label); 'chrf': sentence chrF / 100 for everything.
   labels: str = 'rules'
   input_length: int = 32  # The policy's source length in tokens (the run's INPUT_LENGTH).
   target_length: int = 32  # The policy's sample length in tokens (the run's TARGET_LENGTH).
@@ -155,7 +157,7 @@ def _policy_judgments(
 ) -> list[judgments.Judgment]:
   """BC samples of the train slice as a Grow round in `out_dir`, labelled with chrF.
 
-  With labels='rules' a hacked sample's label is penalised (`judgments.guard_policy_label`).
+  With labels='rules' a hacked sample's label is penalised (`corruptions.guard_policy_label`).
   """
   if cfg.policy_samples_per_source <= 0:
     return []
@@ -196,7 +198,7 @@ def _policy_judgments(
     judgments.Judgment(
       source=s,
       candidate=c,
-      score=judgments.guard_policy_label(c, ref, float(r)) if guard else float(r),
+      score=corruptions.guard_policy_label(c, ref, float(r)) if guard else float(r),
       raw_score=float(raw),
       reference=ref,
       doc=f'src{sid}',
@@ -330,7 +332,7 @@ def _evaluate(config, params, mesh, sp, eval_sets, probe_pairs, batch_size) -> d
     return predict(config, params, inputs, mesh, batch_size)
 
   result['probes'] = rm_metrics.probe_deltas(
-    score_fn, list(sources), list(references), judgments.probe, judgments.PROBES
+    score_fn, list(sources), list(references), corruptions.probe, corruptions.PROBES
   )
   # Headline figures (first set) in the keys the report reads.
   first = next(iter(result['sets'].values()))
@@ -456,7 +458,7 @@ def train_rm(
     )
     next_batch = functools.partial(_batch_at, pairs, batch_size=batch_size, seed=seed)
   else:  # Regression: the seqio mixture of the judgment tasks.
-    stream = judgments.get_batches(
+    stream = judgment_tasks.get_batches(
       mixture,
       'train',
       batch_size=batch_size,
@@ -537,7 +539,7 @@ def _register_judgments(
 ) -> str:
   """The judgments as seqio tasks and their mixture (rates proportional to size)."""
   names = [
-    judgments.register_judgments_task(
+    judgment_tasks.register_judgments_task(
       f'{prefix}_synthetic',
       {'train': synth_train, 'validation': eval_sets['synthetic_validation']},
       vocab_path,
@@ -547,7 +549,7 @@ def _register_judgments(
   rates = [float(len(synth_train))]
   if mqm_train:
     names.append(
-      judgments.register_judgments_task(
+      judgment_tasks.register_judgments_task(
         f'{prefix}_mqm_ende',
         {'train': mqm_train, 'validation': eval_sets['mqm_ende_heldout_docs']},
         vocab_path,
@@ -555,7 +557,7 @@ def _register_judgments(
       )
     )
     rates.append(len(mqm_train) * cfg.mqm_rate_multiplier)
-  return judgments.register_judgments_mixture(f'{prefix}_judgments', names, rates)
+  return judgment_tasks.register_judgments_mixture(f'{prefix}_judgments', names, rates)
 
 
 def _no_nan(obj: Any) -> Any:

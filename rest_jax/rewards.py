@@ -371,7 +371,7 @@ class Guarded:
   """Another source's reward times reference-free penalties for known hacks.
 
   Learned reward models are fooled by patterns a policy finds quickly
-  (`judgments.PROBES`, `metrics.hacking_flags`). The guards look at the
+  (`corruptions.PROBES`, `metrics.hacking_flags`). The guards look at the
   source and the candidate only, so they apply wherever the reward does:
 
   * empty candidate, or the source copied (case and spacing ignored): 0;

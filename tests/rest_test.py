@@ -9,13 +9,13 @@ import pytest
 import test_utils
 
 from rest_jax import (
+  corruptions,
   evaluation,
   filtering,
   grow,
   grow_io,
   improve,
   infer,
-  judgments,
   models,
   network,
   optimizers,
@@ -266,7 +266,7 @@ def test_judge_is_a_second_reward_model_on_other_sources(full_run, corpus):
   assert manifest['reward_train_sources']['rm_judge'] == judge['train_sources']
   # The run's reward (the reward model behind the guards) was probed.
   probes = json.load(open(os.path.join(model_dir, 'eval', 'reward_probes.json')))
-  assert set(probes['probes']) == set(judgments.PROBES) and probes['n'] == 8
+  assert set(probes['probes']) == set(corruptions.PROBES) and probes['n'] == 8
   assert probes['reward'] == 'guarded_learned_reward'
   for kind in ('empty', 'copy_source'):  # The guards give them 0, below any sigmoid.
     assert probes['probes'][kind]['fraction_decreased'] == 1.0
