@@ -276,7 +276,6 @@ def evaluate(
   reward: rewards_lib.RewardFn | None = None,
   mesh_config: partitioning.MeshConfig = partitioning.MeshConfig(),
   progress: bool = True,
-  dry_run: bool = False,
 ) -> dict:
   """`--run_mode=eval`: evaluates any policy checkpoint on any split and writes JSON.
 
@@ -291,15 +290,11 @@ def evaluate(
       the mean `reward` of the outputs.
     mesh_config: device mesh.
     progress: show a progress bar.
-    dry_run: print the operative config and return None without running.
 
   Returns:
     The metrics dict, also written to `model_dir/eval/<split>_<checkpoint>.json`
     (with '/' in the checkpoint name written as '_').
   """
-  if dry_run:
-    gin_utils.print_operative_config()
-    return None
   check_vocab_size(model_config, eval_config.task)
   gin_utils.write_config(model_dir, 'config_eval.gin')
   mesh = partitioning.make_mesh(mesh_config)

@@ -7,6 +7,8 @@ errors name the file or flag that caused them.
 
 from __future__ import annotations
 
+import copy
+import inspect
 import logging
 import os
 import sys
@@ -176,6 +178,29 @@ def check_model_dir(model_dir: str) -> None:
     )
 
 
+def model_dir_macro() -> str | None:
+  """The value of the parsed config's `MODEL_DIR` macro; None when it has none.
+
+  A macro that refers to another one (`MODEL_DIR = %BASE`) is resolved.
+
+  Raises:
+    GinConfigError: `MODEL_DIR` is bound to something that is not a string.
+  """
+  try:
+    value = gin.query_parameter('MODEL_DIR/macro.value')
+  except ValueError:
+    return None
+  if isinstance(value, gin.config.ConfigurableReference):
+    value = copy.deepcopy(value)  # Evaluates the reference, as gin does for a call.
+  if value is None:
+    return None
+  if not isinstance(value, (str, os.PathLike)):
+    raise GinConfigError(
+      f'MODEL_DIR = {value!r}: give a path string, e.g. --gin.MODEL_DIR="\'/tmp/run\'".'
+    )
+  return os.fspath(value)
+
+
 def write_config(model_dir: str, filename: str = 'config.gin') -> str:
   """Writes the operative gin config to `model_dir/filename` atomically (process 0 only).
 
@@ -201,20 +226,56 @@ def write_config(model_dir: str, filename: str = 'config.gin') -> str:
   return path
 
 
+def _without_body(fn):
+  """A gin wrapper like `fn`'s whose function body only checks the arguments.
+
+  Calling it does all that gin does before a run function's body: it resolves
+  the bindings (building every object they reference: networks, tasks,
+  rewards), records the operative config and raises on missing REQUIRED
+  values. The run function itself is not entered. gin has no public way to
+  build a wrapper, hence its private `_inverse_lookup` / `_make_gin_wrapper`
+  (tests/main_test.py covers dry runs, so a gin that changes them shows there).
+  """
+  info = gin.config._inverse_lookup(fn, allow_decorators=True)  # noqa: SLF001
+  if info is None:
+    raise TypeError(f'{fn!r} is not a gin configurable.')
+  signature = inspect.signature(info.wrapped)
+
+  def check_arguments(*args, **kwargs):
+    signature.bind(*args, **kwargs)  # A missing argument raises TypeError, as a real call.
+
+  return gin.config._make_gin_wrapper(  # noqa: SLF001
+    check_arguments, info.wrapped, info.name, info.selector, info.allowlist, info.denylist
+  )
+
+
 def call_configured(fn, run_mode: str, dry_run: bool = False):
   """Calls the gin-configured `fn`; missing REQUIRED values become GinConfigError.
 
-  With `dry_run`, `fn(dry_run=True)` builds its arguments (so the operative
-  config is complete), prints the operative config and returns without work.
+  With `dry_run`, gin builds `fn`'s arguments (so the operative config is
+  complete and a missing value is reported) but `fn`'s body is not run; the
+  operative config is printed and None returned. Run functions therefore have
+  no `dry_run` parameter of their own.
   """
-  configured = gin.get_configurable(fn)
   try:
-    return configured(dry_run=True) if dry_run else configured()
+    configured = gin.get_configurable(fn)
+  except ValueError as e:
+    raise GinConfigError(
+      f'--run_mode={run_mode}: the gin files do not configure {fn.__module__}.{fn.__name__}; '
+      f'include gin/runs/{run_mode}.gin (or a file that includes it).'
+    ) from e
+  try:
+    if dry_run:
+      _without_body(fn)()
+      print_operative_config()
+      return None
+    return configured()
   except (ValueError, TypeError, RuntimeError) as e:
     text = str(e)
     if (
       'Required bindings' in text
       or 'gin.REQUIRED' in text
+      or 'missing a required argument' in text
       or 'missing' in text
       and ('keyword-only argument' in text or 'required positional' in text)
     ):

@@ -330,7 +330,6 @@ def grow(
   policy_checkpoint: str = 'bc/best',
   mesh_config: partitioning.MeshConfig = partitioning.MeshConfig(),
   progress: bool = True,
-  dry_run: bool = False,
   out_dir: str | None = None,
   reward_train_sources: dict | None = None,
 ) -> dict | None:
@@ -347,7 +346,6 @@ def grow(
       (e.g. 'bc/best', 'bc/last') or absolute; its latest step is used.
     mesh_config: device mesh; the sampler's batch is split over its data axes.
     progress: show a progress bar.
-    dry_run: print the operative config and return None.
     out_dir: write the round here instead of `round_dir(model_dir, grow_round)`
       (its operative config is `MODEL_DIR/config_grow_<basename>.gin`).
     reward_train_sources: which sources the reward models (and judges) were
@@ -357,9 +355,6 @@ def grow(
   Returns:
     The round's manifest (also `round_dir/manifest.json`).
   """
-  if dry_run:
-    gin_utils.print_operative_config()
-    return None
   out_dir = out_dir or round_dir(model_dir, grow_round)
   try:
     manifest = grow_io.verify_round(out_dir)

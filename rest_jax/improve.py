@@ -402,7 +402,6 @@ def improve(
   mesh_config: partitioning.MeshConfig = partitioning.MeshConfig(),
   seed: int = 0,
   progress: bool = True,
-  dry_run: bool = False,
 ) -> dict | None:
   """Runs Improve step `improve_step` on Grow round `grow_round`; returns its result.
 
@@ -428,7 +427,6 @@ def improve(
     mesh_config: device mesh.
     seed: dropout seed.
     progress: progress bars.
-    dry_run: print the operative config and return None.
 
   Returns:
     dict, also `eval/g<g>_i<i>_validation.json`: the best validation metrics
@@ -440,9 +438,6 @@ def improve(
     filtering.FilterTooStrictError: the filter keeps too few records.
     grow_io.GrowDataError: the round is missing or corrupt.
   """
-  if dry_run:
-    gin_utils.print_operative_config()
-    return None
   cfg = improve_config
   phase = name or phase_name(grow_round, improve_step)
   result_path = os.path.join(model_dir, 'eval', f'{phase}_validation.json')

@@ -34,7 +34,6 @@ from absl import logging
 from rest_jax import (
   errors,
   evaluation,
-  gin_utils,
   grow,
   metrics,
   models,
@@ -268,7 +267,6 @@ def infer(
   name: str = 'infer',
   mesh_config: partitioning.MeshConfig = partitioning.MeshConfig(),
   progress: bool = True,
-  dry_run: bool = False,
 ) -> dict | None:
   """Best-of-N outputs of a policy checkpoint, and the reward-against-N curve.
 
@@ -283,14 +281,10 @@ def infer(
     name: output file stem (`infer/<name>.tsv`, `eval/best_of_n_<name>.json`).
     mesh_config: device mesh.
     progress: progress bar.
-    dry_run: print the operative config and return None.
 
   Returns:
     The curve dict written to `eval/best_of_n_<name>.json`.
   """
-  if dry_run:
-    gin_utils.print_operative_config()
-    return None
   cfg = infer_config
   mesh = partitioning.make_mesh(mesh_config)
   model = models.EncoderDecoderModel(model_config)

@@ -24,10 +24,14 @@ Flags:
   --coordinator_address  host:port of process 0 (with --multiprocess).
   --num_processes     number of processes (with --multiprocess).
   --process_id        this process's index, 0..num_processes-1.
+
+A run holds the lock MODEL_DIR/.lock (rest_jax/run_lock.py) while it runs: a
+second run on the same MODEL_DIR stops at once and names the first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -37,7 +41,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app, flags, logging
 
-from rest_jax import errors, gin_utils
+from rest_jax import errors, gin_utils, run_lock
 
 # run_mode -> (module, function). Imported lazily so that --help is fast.
 RUN_MODES = {
@@ -78,6 +82,25 @@ def run_fn(run_mode: str):
   return getattr(importlib.import_module(module_name), fn_name)
 
 
+def _run_dir_lock(run_mode: str):
+  """The lock of the run's MODEL_DIR (`run_lock.hold`), or a no-op context.
+
+  Every run mode that binds the `MODEL_DIR` macro writes into it (eval and
+  report too), so all of them hold it; a dry run writes nothing and does not.
+  In a multi-process run only process 0 takes it.
+  """
+  model_dir = None if _DRY_RUN.value else gin_utils.model_dir_macro()
+  if model_dir is None:
+    return contextlib.nullcontext()
+  if _MULTIPROCESS.value:
+    from rest_jax import multihost  # Lazy: imports JAX.
+
+    if not multihost.is_primary():
+      return contextlib.nullcontext()
+  gin_utils.check_model_dir(model_dir)
+  return run_lock.hold(model_dir, run_mode)
+
+
 def main(argv) -> None:
   """Parses gin flags and calls the run function of --run_mode."""
   if len(argv) > 1:
@@ -104,7 +127,8 @@ def main(argv) -> None:
   try:
     gin_utils.parse_gin_flags(_GIN_SEARCH_PATHS.value, _GIN_FILE.value, _GIN_BINDINGS.value)
     logging.info('run_mode=%s dry_run=%s', _RUN_MODE.value, _DRY_RUN.value)
-    gin_utils.call_configured(fn, _RUN_MODE.value, dry_run=_DRY_RUN.value)
+    with _run_dir_lock(_RUN_MODE.value):
+      gin_utils.call_configured(fn, _RUN_MODE.value, dry_run=_DRY_RUN.value)
   except errors.UserInputError as e:
     # One clear line, no traceback: the message names the file or flag. gin
     # appends "In call to configurable ..." lines, which add nothing here.

@@ -39,8 +39,6 @@ from typing import Any
 from absl import logging
 from matplotlib.figure import Figure
 
-from rest_jax import gin_utils
-
 REPORT_DIR = 'report'
 REPORT_FILE = 'report.html'
 MAX_SAMPLES = 8
@@ -738,19 +736,15 @@ def write_report(model_dir: str) -> str:
   return path
 
 
-def report(*, model_dir: str, dry_run: bool = False) -> str | None:
+def report(*, model_dir: str) -> str:
   """`--run_mode=report`: writes the run report of `model_dir` and prints its path.
 
   Args:
     model_dir: the run's folder (MODEL_DIR of the run).
-    dry_run: print the operative config and return None.
 
   Returns:
-    The path of `report.html`, or None for a dry run.
+    The path of `report.html`.
   """
-  if dry_run:
-    gin_utils.print_operative_config()
-    return None
   path = write_report(model_dir)
   print(path)
   return path

@@ -274,7 +274,6 @@ def rest(
   seed: int = 0,
   max_phases: int | None = None,
   progress: bool = True,
-  dry_run: bool = False,
 ) -> list[dict] | None:
   """Runs (or resumes) the ReST loop and returns the rows of `eval/summary.json`.
 
@@ -323,14 +322,10 @@ def rest(
     max_phases: run at most this many phases, then return (None: all); a
       later call continues.
     progress: progress bars.
-    dry_run: print the operative config and return None.
 
   Returns:
     The summary rows, one per evaluated policy, in plan order.
   """
-  if dry_run:
-    gin_utils.print_operative_config()
-    return None
   if reward is None and reward_model_phase is None:
     raise errors.UserInputError(
       'rest: give a reward source (REWARD) or a reward model (the reward_model_phase binding).'

@@ -362,7 +362,6 @@ def train_rm(
   init_checkpoint: str | None = None,
   name: str = 'rm',
   progress: bool = True,
-  dry_run: bool = False,
 ) -> dict | None:
   """Trains the reward model and writes `MODEL_DIR/eval/reward_model.json`.
 
@@ -389,7 +388,6 @@ def train_rm(
       `config_rm.gin`, `grow/g0`; another name N `checkpoints/N/last`,
       `eval/reward_model_N.json`, `summaries/N`, `config_N.gin`, `grow/N_g0`.
     progress: progress bars.
-    dry_run: print the operative config and return None.
 
   Returns:
     The evaluation dict written to the eval JSON (see `name`).
@@ -401,9 +399,6 @@ def train_rm(
     raise errors.UserInputError(
       f'train_rm: name={name!r}; use letters, digits and "_" (it names files and folders).'
     )
-  if dry_run:
-    gin_utils.print_operative_config()
-    return None
   gin_utils.write_config(model_dir, f'config_{name}.gin')
   cfg = judgments_config
   if cfg.labels not in judgments.LABELS:

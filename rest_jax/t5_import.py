@@ -678,7 +678,6 @@ def import_t5(
   overwrite: bool = False,
   mesh_config: partitioning.MeshConfig = partitioning.MeshConfig(),
   seed: int = 0,
-  dry_run: bool = False,
 ) -> dict | None:
   """Imports a Hugging Face T5 / T5 v1.1 / mT5 checkpoint into `model_dir`.
 
@@ -701,7 +700,6 @@ def import_t5(
     overwrite: replace an existing checkpoint of that name (otherwise an error).
     mesh_config: device mesh the parameters are placed on before saving.
     seed: initialisation seed of the reward model's head.
-    dry_run: print the operative config and return None without running.
 
   Returns:
     dict: `checkpoint_dir`, `gin_file`, `vocab_path`, `num_params`, `target`,
@@ -711,9 +709,6 @@ def import_t5(
     errors.UserInputError: a missing or unreadable file, an unsupported
       architecture, a vocabulary that does not fit, or an existing checkpoint.
   """
-  if dry_run:
-    gin_utils.print_operative_config()
-    return None
   if target not in TARGETS:
     raise errors.UserInputError(f'import_t5: target={target!r}; use one of {", ".join(TARGETS)}.')
   if jax.process_count() > 1:

@@ -77,7 +77,6 @@ def train(
   init_checkpoint: str | None = None,
   progress: bool = True,
   phase: str = 'bc',
-  dry_run: bool = False,
 ) -> dict:
   """Trains the policy with token-level NLL and returns the final validation metrics.
 
@@ -100,7 +99,6 @@ def train(
       fresh. Ignored when the phase resumes from its own `last` checkpoint.
     progress: show progress bars (also off when stderr is not a terminal).
     phase: name of the phase (checkpoint, summary and eval file names).
-    dry_run: print the operative config and return None without running.
 
   Returns:
     The validation metrics of the final parameters (BLEU, chrF, loss, ...).
@@ -109,9 +107,6 @@ def train(
     errors.UserInputError: the model's vocabulary is smaller than the task's.
     trainer.NonFiniteLossError: the loss became NaN/Inf (names step and phase).
   """
-  if dry_run:
-    gin_utils.print_operative_config()
-    return None
   evaluation.check_vocab_size(model_config, train_data.task)
   gin_utils.write_config(model_dir)
   mesh = partitioning.make_mesh(mesh_config)

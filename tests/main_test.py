@@ -215,3 +215,65 @@ def test_model_dir_url_is_refused_with_a_clear_error():
   with pytest.raises(errors.UserInputError, match='gcsfuse'):
     gin_utils.check_model_dir('gs://bucket/run')
   gin_utils.check_model_dir('/mnt/gcs/bucket/run')  # A mounted path is fine.
+
+
+def test_dry_run_builds_the_arguments_but_does_not_run(tmp_path, capsys, monkeypatch):
+  from rest_jax import report
+
+  def fail(*args, **kwargs):
+    raise AssertionError('the run function body ran in a dry run')
+
+  monkeypatch.setattr(report, 'write_report', fail)
+  model_dir = tmp_path / 'run'
+  run_main(
+    [
+      '--run_mode=report',
+      '--dry_run',
+      '--gin_file=runs/report.gin',
+      f"--gin.MODEL_DIR='{model_dir}'",
+    ]
+  )
+  out = capsys.readouterr().out
+  assert 'report.report.model_dir = %MODEL_DIR' in out and str(model_dir) in out
+  assert not model_dir.exists()  # No lock either: a dry run writes nothing.
+
+
+@pytest.mark.parametrize('dry_run', [True, False])
+def test_missing_argument_names_it(tmp_path, dry_run):
+  gin_file = tmp_path / 'infer_partial.gin'
+  gin_file.write_text(
+    "from __gin__ import dynamic_registration\nfrom rest_jax import infer\ninfer.infer.name = 'x'\n"
+  )
+  msg = _error(['--run_mode=infer', f'--gin_file={gin_file}', *(['--dry_run'] if dry_run else [])])
+  assert msg.startswith('error: --run_mode=infer: ') and 'model_dir' in msg, msg
+  assert '--gin.NAME=VALUE' in msg and '\n' not in msg
+
+
+def test_unconfigured_run_function_names_the_run_file():
+  def never_registered(*, model_dir):
+    raise AssertionError('not configured, never called')
+
+  with pytest.raises(gin_utils.GinConfigError) as e:
+    gin_utils.call_configured(never_registered, 'infer')
+  assert str(e.value).startswith('--run_mode=infer: the gin files do not configure ')
+  assert 'never_registered' in str(e.value) and 'gin/runs/infer.gin' in str(e.value)
+
+
+def test_run_holds_the_model_dir_lock(tmp_path, capsys, monkeypatch):
+  from rest_jax import report, run_lock
+
+  model_dir = tmp_path / 'run'
+  model_dir.mkdir()
+  seen = []
+  monkeypatch.setattr(
+    report, 'write_report', lambda d: seen.append(os.listdir(d)) or os.path.join(d, 'r.html')
+  )
+  argv = ['--run_mode=report', '--gin_file=runs/report.gin', f"--gin.MODEL_DIR='{model_dir}'"]
+  run_main(argv)
+  assert seen == [['.lock']] and os.listdir(model_dir) == []  # Held during the run only.
+  with run_lock.hold(str(model_dir), 'rest'):
+    msg = _error(argv)
+  assert msg.startswith(f'error: MODEL_DIR {model_dir} is in use by run_mode=rest on host ')
+  assert f'pid {os.getpid()}' in msg and '\n' not in msg
+  run_main(argv)  # Released again.
+  assert len(seen) == 2
