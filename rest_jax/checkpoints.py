@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import orbax.checkpoint as ocp
 
-from rest_jax import errors, partitioning
+from rest_jax import errors, faults, partitioning
 from rest_jax import train_state as train_state_lib
 
 BEST_MODES = ('max', 'min')
@@ -125,6 +125,7 @@ class Checkpointer:
         )
       ):
         return False
+    faults.point(f'checkpoint save {os.path.basename(self.directory)}', during=True)
     saved = self._manager.save(
       step, args=ocp.args.PyTreeSave(state), metrics=metrics or None, force=force
     )
@@ -227,6 +228,7 @@ def describe_mismatch(saved: Any, expected: Any) -> str | None:
   absent = sorted(k for k in want if k not in have)
   if absent:
     parts.append(f'the checkpoint lacks {len(absent)} model params, e.g. {absent[:2]}')
+
   # Entries beside the model's own (top-level names the model has nothing like,
   # such as Improve's BVMPO temperature) may ride along; more layers may not.
   def family(key: str) -> str:

@@ -22,6 +22,7 @@ from absl import logging
 from rest_jax import (
   checkpoints,
   errors,
+  files,
   gin_utils,
   metrics,
   models,
@@ -32,7 +33,6 @@ from rest_jax import (
   trainer,
 )
 from rest_jax import rewards as rewards_lib
-from rest_jax import train_state as train_state_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,56 +217,6 @@ def check_vocab_size(model_config: network.T5Config, task: Any) -> None:
     )
 
 
-def write_json(path: str, obj: Any) -> str:
-  """Writes `obj` as indented JSON to `path` atomically; returns the path.
-
-  In a multi-process run only process 0 writes (`multihost.is_primary`).
-  """
-  if not multihost.is_primary():
-    return path
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2, sort_keys=True, default=float)
-  os.replace(tmp, path)
-  return path
-
-
-def restore_params(
-  model: models.EncoderDecoderModel,
-  mesh,
-  checkpoint_dir: str,
-  step: int | None,
-  input_length: int,
-  target_length: int,
-) -> tuple[Any, int]:
-  """Restores the params of a policy checkpoint onto `mesh`.
-
-  Returns:
-    (params, step).
-
-  Raises:
-    FileNotFoundError: no checkpoint in `checkpoint_dir` (names the path).
-  """
-  ckpt = checkpoints.Checkpointer(checkpoint_dir)
-  step = ckpt.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(
-      f'No checkpoint under {checkpoint_dir}; train one first with --run_mode=bc.'
-    )
-  abstract = jax.eval_shape(lambda r: model.init(r, input_length, target_length), jax.random.key(0))
-  shardings = partitioning.state_shardings(abstract, mesh)['params']
-  abstract_params = jax.tree.map(
-    lambda x: x.value if hasattr(x, 'value') else x,
-    abstract['params'],
-    is_leaf=lambda x: hasattr(x, 'value'),
-  )
-  target = train_state_lib.abstract_state(abstract_params, shardings)
-  # Restore the params only; the optimizer state is not needed to evaluate.
-  restored = ckpt.restore({'params': target}, step, partial=True)
-  return restored['params'], step
-
-
 def evaluate(
   *,
   model_dir: str,
@@ -306,13 +256,15 @@ def evaluate(
     directory, step = os.path.join(model_dir, 'checkpoints', 'bc', 'last'), int(checkpoint)
   else:
     directory = os.path.join(model_dir, 'checkpoints', checkpoint)
-  params, step = restore_params(
-    model, mesh, directory, step, eval_config.input_length, eval_config.target_length
+  params, step = checkpoints.restore_params(
+    directory, model.init_params_fn(eval_config.input_length, eval_config.target_length), mesh, step
   )
   result = evaluate_policy(model, params, mesh, eval_config, reward=reward, progress=progress)
   result.update(checkpoint=directory, step=int(step), split=eval_config.split)
   name = checkpoint.strip('/').replace('/', '_')
-  path = write_json(os.path.join(model_dir, 'eval', f'{eval_config.split}_{name}.json'), result)
+  path = files.write_json(
+    os.path.join(model_dir, 'eval', f'{eval_config.split}_{name}.json'), result
+  )
   logging.info('Wrote %s: BLEU %.2f chrF %.2f', path, result['bleu'], result['chrf'])
   print(
     json.dumps(

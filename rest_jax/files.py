@@ -20,6 +20,8 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from rest_jax import faults
+
 
 def _is_primary() -> bool:
   from rest_jax import multihost  # Lazy: keeps JAX out of `main --help`.
@@ -49,6 +51,7 @@ def atomic_path(path: str) -> Iterator[str]:
   tmp = tmp_path(path)
   try:
     yield tmp
+    faults.point(f'write {os.path.basename(path)}')  # Written, not yet renamed.
     fd = os.open(tmp, os.O_RDONLY)
     try:
       os.fsync(fd)

@@ -55,6 +55,7 @@ import tqdm
 from absl import logging
 
 from rest_jax import (
+  checkpoints,
   errors,
   evaluation,
   gin_utils,
@@ -63,6 +64,7 @@ from rest_jax import (
   multihost,
   network,
   partitioning,
+  preemption,
   rewards,
   summaries,
   tasks,
@@ -380,8 +382,8 @@ def grow(
     )
   model = models.EncoderDecoderModel(model_config)
   ckpt_dir = os.path.join(model_dir, 'checkpoints', policy_checkpoint)
-  params, policy_step = evaluation.restore_params(
-    model, mesh, ckpt_dir, None, grow_config.input_length, grow_config.target_length
+  params, policy_step = checkpoints.restore_params(
+    ckpt_dir, model.init_params_fn(grow_config.input_length, grow_config.target_length), mesh
   )
   sampler = sampler_lib.Sampler(
     model,
@@ -438,6 +440,9 @@ def grow(
         error = e
     multihost.raise_together(error, f'grow g{grow_round}: writing shard {chunk}')
     bar.update(1)
+    if chunk + 1 < num_shards and preemption.requested():
+      bar.close()
+      raise preemption.Preempted(f'in grow g{grow_round} after shard {chunk} (kept)')
   bar.close()
   seconds = time.time() - start
   multihost.barrier(f'grow g{grow_round}: shards written')

@@ -45,7 +45,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from rest_jax import errors
+from rest_jax import errors, faults, files
 
 MANIFEST = 'manifest.json'
 FORMAT_VERSION = 1
@@ -114,13 +114,6 @@ def _sha256(path: str) -> str:
   return digest.hexdigest()
 
 
-def _write_json(path: str, obj: Any) -> None:
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with tf.io.gfile.GFile(tmp, 'w') as f:
-    f.write(json.dumps(obj, indent=2, sort_keys=True, default=float))
-  tf.io.gfile.rename(tmp, path, overwrite=True)
-
-
 def write_shard(
   round_dir: str,
   index: int,
@@ -147,13 +140,13 @@ def write_shard(
   tf.io.gfile.makedirs(round_dir)
   name = shard_name(index, num_shards)
   path = os.path.join(round_dir, name)
-  tmp = f'{path}.tmp-{os.getpid()}'
   count = 0
-  with tf.io.TFRecordWriter(tmp) as writer:
+  with files.atomic_path(path) as tmp, tf.io.TFRecordWriter(tmp) as writer:
     for record in records:
       writer.write(encode_record(record))
       count += 1
-  tf.io.gfile.rename(tmp, path, overwrite=True)
+      if count == 2:
+        faults.point('grow shard write (half-written)')
   info = {
     **{k: int(v) for k, v in (stats or {}).items()},
     'file': name,
@@ -161,7 +154,7 @@ def write_shard(
     'sha256': _sha256(path),
     'process': process,
   }
-  _write_json(path + '.json', info)
+  files.write_json(path + '.json', info, all_processes=True)
   return info
 
 
@@ -231,7 +224,7 @@ def write_manifest(round_dir: str, shards: Sequence[dict], **extra: Any) -> str:
     **extra,
   }
   path = os.path.join(round_dir, MANIFEST)
-  _write_json(path, manifest)
+  files.write_json(path, manifest)
   return path
 
 

@@ -39,35 +39,34 @@ import dataclasses
 import functools
 import json
 import os
-import shutil
 from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tqdm
 from absl import logging
 
 from rest_jax import (
   checkpoints,
   errors,
   evaluation,
+  files,
   filtering,
   gin_utils,
   grow,
   grow_io,
   losses,
   models,
-  multihost,
   network,
   optimizers,
   partitioning,
   rewards,
-  summaries,
   tasks,
+  train_loop,
   trainer,
 )
+from rest_jax import model_dir as model_dir_lib
 from rest_jax import train_state as train_state_lib
 
 LOG_TEMPERATURE = 'bvmpo_log_temperature'  # BVMPO's learned log eta, beside the policy params.
@@ -265,39 +264,6 @@ def _stream(
   return data
 
 
-def _read_history(path: str, up_to_step: int) -> list[dict]:
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    rows = [json.loads(line) for line in f if line.strip()]
-  return [r for r in rows if r['step'] <= up_to_step]
-
-
-def _write_history(path: str, rows: list[dict]) -> None:
-  if not multihost.is_primary():
-    return
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    for r in rows:
-      f.write(json.dumps(r) + '\n')
-  os.replace(tmp, path)
-
-
-def _early_stop_state(history: list[dict], patience: int) -> tuple[float, int, bool]:
-  """(best reward, validations since it, whether to stop) after `history`.
-
-  A tie is no gain: the tie rule of the `best/` checkpoint (`checkpoints.is_better`).
-  """
-  best, since = -np.inf, 0
-  for row in history:
-    if checkpoints.is_better(row['reward'], best, 'max'):
-      best, since = row['reward'], 0
-    else:
-      since += 1
-  return best, since, bool(patience) and since >= patience
-
-
 def train_value(
   *,
   model_dir: str,
@@ -342,48 +308,30 @@ def train_value(
   )
   params = models.value_params_from_policy(policy_params(init_params), head_init)
   state, shardings = train_state_lib.from_params(params, init_fn, tx, mesh)
-  last = checkpoints.Checkpointer(
-    os.path.join(model_dir, 'checkpoints', f'g{grow_round}_value'), max_to_keep=1
+  round_dir = model_dir_lib.ModelDir(model_dir).grow_round(grow_round)
+
+  def batches(start: int):
+    manifest = grow_io.verify_round(round_dir)
+    task = grow_io.register_round_task(round_dir, manifest['vocab_path'])
+    fields = ('reward',)
+    return _stream(
+      task, config, vcfg.batch_size, fields, pack=False, skip=start, size=manifest['num_records']
+    )
+
+  loop = train_loop.run(
+    phase=f'g{grow_round}_value',
+    model_dir=model_dir_lib.ModelDir(model_dir),
+    steps=trainer.Trainer(loss_fn=value_model.loss_fn, tx=tx, mesh=mesh, state_shardings=shardings),
+    state=state,
+    shardings=shardings,
+    batches=batches,
+    rng=rng,
+    config=train_loop.LoopConfig(
+      num_steps=vcfg.num_train_steps, checkpoint_period=vcfg.num_train_steps, keep=1
+    ),
+    progress=progress,
   )
-  if last.latest_step() is not None:
-    state = last.restore(train_state_lib.abstract_state(state, shardings))
-  start = int(state.step)
-  if start >= vcfg.num_train_steps:
-    return state.params
-  manifest = grow_io.verify_round(grow.round_dir(model_dir, grow_round))
-  task = grow_io.register_round_task(grow.round_dir(model_dir, grow_round), manifest['vocab_path'])
-  data = _stream(
-    task,
-    config,
-    vcfg.batch_size,
-    ('reward',),
-    pack=False,
-    skip=start,
-    size=manifest['num_records'],
-  )
-  steps = trainer.Trainer(loss_fn=value_model.loss_fn, tx=tx, mesh=mesh, state_shardings=shardings)
-  writer = summaries.Writer(os.path.join(model_dir, 'summaries', f'g{grow_round}_value'))
-  bar = tqdm.tqdm(
-    total=vcfg.num_train_steps,
-    initial=start,
-    desc=f'value g{grow_round}',
-    disable=multihost.bar_disable(progress),
-  )
-  window = []
-  for step in range(start + 1, vcfg.num_train_steps + 1):
-    state, m = steps.train_step(state, partitioning.shard_batch(next(data), mesh), rng)
-    window.append(m)
-    bar.update(1)
-    if step % 50 == 0 or step == vcfg.num_train_steps:
-      means = trainer.mean_metrics(trainer.to_host(window))
-      trainer.check_finite(means, step=step, phase=f'g{grow_round}_value')
-      writer.scalars('train', step, means)
-      bar.set_postfix(loss=f'{means["loss"]:.4f}')
-      window = []
-  bar.close()
-  writer.close()
-  last.save(int(state.step), state)
-  return state.params
+  return loop.state.params
 
 
 def improve(
@@ -480,8 +428,8 @@ def improve(
   )
   tx = optimizers.make(opt, cfg.num_train_steps)
   init_dir = os.path.join(model_dir, 'checkpoints', init_checkpoint)
-  init_params, init_step = evaluation.restore_params(
-    model, mesh, init_dir, None, cfg.input_length, cfg.target_length
+  init_params, init_step = checkpoints.restore_params(
+    init_dir, model.init_params_fn(cfg.input_length, cfg.target_length), mesh
   )
 
   def init_fn(r):
@@ -507,108 +455,77 @@ def improve(
     )
   value_model = models.ValueModel(model_config, cfg.value.discount)
 
-  ckpt_root = os.path.join(model_dir, 'checkpoints', phase)
-  last = checkpoints.Checkpointer(os.path.join(ckpt_root, 'last'), max_to_keep=2)
-  if last.latest_step() is not None:
-    state = last.restore(train_state_lib.abstract_state(state, shardings))
-    logging.info('Resumed %s from step %d', phase, int(state.step))
-  start = int(state.step)
-  # A killed attempt may have saved a `best` past the step resumed from: drop it,
-  # so `best` only ever holds a step of the trajectory being continued.
-  best_dir = os.path.join(ckpt_root, 'best')
-  if multihost.is_primary() and os.path.isdir(best_dir):
-    for name in os.listdir(best_dir):
-      if name.isdigit() and int(name) > start:
-        shutil.rmtree(os.path.join(best_dir, name))
-  multihost.barrier(f'{phase}: stale best dropped')
-  best = checkpoints.Checkpointer(best_dir, max_to_keep=1, best_metric='reward', best_mode='max')
-  history_path = os.path.join(model_dir, 'eval', f'{phase}_history.jsonl')
-  history = _read_history(history_path, start)
-  _write_history(history_path, history)  # Drop rows past the checkpoint we resumed from.
-  _, _, stop = _early_stop_state(history, cfg.patience)
-
   spec = losses.LOSSES[cfg.loss]
-  pack = cfg.pack and cfg.loss == 'bc'
-  data = _stream(
-    task,
-    cfg,
-    cfg.batch_size,
-    spec.batch_fields,
-    pack=pack,
-    skip=start,
-    size=data_facts['n_train_examples'],
-  )
-  steps = trainer.Trainer(
-    loss_fn=make_loss_fn(model, cfg), tx=tx, mesh=mesh, state_shardings=shardings
-  )
-  lagged = None
-  if cfg.loss == 'gold':
-    # The lagged policy theta~: the step's starting policy, re-synced every
-    # gold_lag_period steps (a copy: train steps donate the state). A resumed
-    # step re-syncs at its resume step when that is not a multiple of the period.
-    source = init_params if not cfg.gold_lag_period else policy_params(state.params)
-    lagged = jax.tree.map(jnp.copy, source)
-  writer = summaries.Writer(os.path.join(model_dir, 'summaries', phase))
 
-  def validate(step: int, val: dict | None = None) -> bool:
-    """Validation at `step`: history, summaries, `best`; returns whether to stop."""
-    if val is None:
-      val = evaluation.evaluate_policy(
-        model, policy_params(state.params), mesh, eval_config, reward=reward, progress=progress
-      )
-    row = {'step': step, **{k: v for k, v in val.items() if isinstance(v, (int, float))}}
-    history.append(row)
-    _write_history(history_path, history)
-    writer.scalars('validation', step, row)
-    if step not in best.all_steps():
-      best.save(step, state, {'reward': val['reward']}, force=False)
-    stop = _early_stop_state(history, cfg.patience)[2]
-    msg = (
-      f'[{phase}] step {step}: val reward {val["reward"]:.4f} BLEU {val["bleu"]:.2f} '
-      f'chrF {val["chrf"]:.2f}' + (' (stopping: no gain)' if stop else '')
+  def batches(start: int):
+    pack = cfg.pack and cfg.loss == 'bc'
+    data = _stream(
+      task,
+      cfg,
+      cfg.batch_size,
+      spec.batch_fields,
+      pack=pack,
+      skip=start,
+      size=data_facts['n_train_examples'],
     )
-    bar.write(msg) if not bar.disable else print(msg, flush=True)
-    return stop
+    for step, batch in enumerate(data, start + 1):
+      if cfg.loss == 'bvmpo':
+        kl = float(losses.kl_anneal(step - 1, cfg.num_train_steps))
+        batch['kl_weight'] = np.full(len(batch['reward']), kl, np.float32)
+      yield batch
 
-  dropout_rng = jax.random.fold_in(jax.random.key(seed), 1)
-  bar = tqdm.tqdm(
-    total=cfg.num_train_steps, initial=start, desc=phase, disable=multihost.bar_disable(progress)
+  lagged = None
+
+  def prepare(batch: dict, step: int, state) -> dict:
+    """The inputs frozen networks give the loss: GOLD's lagged policy, the value network."""
+    nonlocal lagged
+    if cfg.loss == 'gold':
+      # The lagged policy theta~: the step's starting policy, re-synced every
+      # gold_lag_period steps (a copy: train steps donate the state). A resumed
+      # step re-syncs at its resume step when that is not a multiple of the period.
+      resync = cfg.gold_lag_period and (step - 1) % cfg.gold_lag_period == 0 and step > 1
+      if lagged is None or resync:
+        source = init_params if lagged is None and not cfg.gold_lag_period else state.params
+        lagged = jax.tree.map(jnp.copy, policy_params(source))
+      batch['lagged_log_probs'] = _lagged_log_probs(model, lagged, batch)
+    if value_params is not None:
+      batch['values'] = _values(value_model, value_params, batch)
+    return batch
+
+  def validate(state, step: int) -> dict:
+    del step
+    params = policy_params(state.params)
+    return evaluation.evaluate_policy(
+      model, params, mesh, eval_config, reward=reward, progress=progress
+    )
+
+  loop = train_loop.run(
+    phase=phase,
+    model_dir=model_dir_lib.ModelDir(model_dir),
+    steps=trainer.Trainer(
+      loss_fn=make_loss_fn(model, cfg), tx=tx, mesh=mesh, state_shardings=shardings
+    ),
+    state=state,
+    shardings=shardings,
+    batches=batches,
+    rng=jax.random.fold_in(jax.random.key(seed), 1),
+    config=train_loop.LoopConfig(
+      num_steps=cfg.num_train_steps,
+      log_period=25,
+      eval_period=cfg.eval_period,
+      checkpoint_period=cfg.eval_period,
+      best_metric='reward',
+      patience=cfg.patience,
+      # The baseline: "while reward improves on D_eval" [PAPER Alg. 1] compares
+      # with the starting policy, which stays `best` if no step beats it.
+      validate_start=cfg.validate_start,
+    ),
+    validate=validate,
+    prepare=prepare,
+    baseline=baseline,
+    progress=progress,
   )
-  window, step = [], start
-  if cfg.validate_start and not any(r['step'] == 0 for r in history):
-    # The baseline: "while reward improves on D_eval" [PAPER Alg. 1] compares
-    # with the starting policy, which stays `best` if no step beats it.
-    stop = validate(0, baseline)
-  while not stop and step < cfg.num_train_steps:
-    step += 1
-    batch = next(data)
-    if cfg.loss == 'bvmpo':
-      kl = float(losses.kl_anneal(step - 1, cfg.num_train_steps))
-      batch['kl_weight'] = np.full(len(batch['reward']), kl, np.float32)
-    batch = partitioning.shard_batch(batch, mesh)
-    with partitioning.axis_rules(mesh):
-      if lagged is not None:
-        if cfg.gold_lag_period and (step - 1) % cfg.gold_lag_period == 0 and step > 1:
-          lagged = jax.tree.map(jnp.copy, policy_params(state.params))
-        batch['lagged_log_probs'] = _lagged_log_probs(model, lagged, batch)
-      if value_params is not None:
-        batch['values'] = _values(value_model, value_params, batch)
-    state, m = steps.train_step(state, batch, dropout_rng)
-    window.append(m)
-    bar.update(1)
-    is_last = step == cfg.num_train_steps
-    if step % 25 == 0 or is_last or step % cfg.eval_period == 0:
-      means = trainer.mean_metrics(trainer.to_host(window))
-      trainer.check_finite(means, step=step, phase=phase)
-      writer.scalars('train', step, means)
-      bar.set_postfix(loss=f'{means["loss"]:.3f}')
-      window = []
-    if step % cfg.eval_period == 0 or is_last:
-      stop = validate(step)
-      last.save(step, state)
-  bar.close()
-  writer.close()
-  best_step = best.best_step()
+  history, best_step, step = loop.history, loop.best_step, int(loop.state.step)
   best_row = next(r for r in history if r['step'] == best_step)
   result = {
     **best_row,
@@ -626,5 +543,5 @@ def improve(
     'init_step': int(init_step),
     'seqio_task': getattr(task, 'name', task),
   }
-  evaluation.write_json(result_path, result)
+  files.write_json(result_path, result)
   return result

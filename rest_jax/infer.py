@@ -32,8 +32,9 @@ import tqdm
 from absl import logging
 
 from rest_jax import (
+  checkpoints,
   errors,
-  evaluation,
+  files,
   grow,
   metrics,
   models,
@@ -289,8 +290,8 @@ def infer(
   mesh = partitioning.make_mesh(mesh_config)
   model = models.EncoderDecoderModel(model_config)
   directory = os.path.join(model_dir, 'checkpoints', checkpoint)
-  params, step = evaluation.restore_params(
-    model, mesh, directory, None, cfg.input_length, cfg.target_length
+  params, step = checkpoints.restore_params(
+    directory, model.init_params_fn(cfg.input_length, cfg.target_length), mesh
   )
   if cfg.task is not None:
     vocab = tasks.get_vocabulary(cfg.task)
@@ -315,7 +316,7 @@ def infer(
     ],
   )
   _write_lines(out + '.jsonl', [json.dumps(r, ensure_ascii=False) + '\n' for r in records])
-  evaluation.write_json(os.path.join(model_dir, 'eval', f'best_of_n_{name}.json'), result)
+  files.write_json(os.path.join(model_dir, 'eval', f'best_of_n_{name}.json'), result)
   logging.info('best-of-N %s: %s', name, result)
   print(
     'best-of-n  ' + '  '.join(f'n={n}: {r:.4f}' for n, r in zip(result['n'], result['reward'])),

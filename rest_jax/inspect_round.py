@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rest_jax import evaluation, gin_utils, grow_io
+from rest_jax import files, grow_io
 
 
 def inspect(
@@ -25,15 +25,13 @@ def inspect(
   round_dir: str,
   thresholds: Sequence[float] = grow_io.DEFAULT_THRESHOLDS,
   num_sources: int = 3,
-  dry_run: bool = False,
-) -> dict | None:
+) -> dict:
   """`--run_mode=inspect`: prints what a Grow round holds; writes `inspect.json`.
 
   Args:
     round_dir: a finished round (`MODEL_DIR/grow/g<g>`); verified first.
     thresholds: the filter schedule to report kept counts for (`reward > tau`).
     num_sources: how many sources to show with their best and worst candidates.
-    dry_run: print the operative config and return None.
 
   Returns:
     The summary that was printed, as a dict (see `summarize`).
@@ -41,14 +39,11 @@ def inspect(
   Raises:
     grow_io.GrowDataError: the round is missing, unfinished or corrupt.
   """
-  if dry_run:
-    gin_utils.print_operative_config()
-    return None
   manifest = grow_io.verify_round(round_dir)
   rec = grow_io.read_records(round_dir, verify=False)
   summary = summarize(manifest, rec, thresholds, num_sources)
   print(format_summary(summary))
-  evaluation.write_json(os.path.join(round_dir, 'inspect.json'), summary)
+  files.write_json(os.path.join(round_dir, 'inspect.json'), summary)
   return summary
 
 

@@ -27,6 +27,11 @@ Flags:
 
 A run holds the lock MODEL_DIR/.lock (rest_jax/run_lock.py) while it runs: a
 second run on the same MODEL_DIR stops at once and names the first.
+
+SIGTERM is a preemption notice (rest_jax/preemption.py): the running phase
+saves at its next safe point (the next optimizer step, Grow shard or phase
+boundary) and the process exits with code 75 and one line on stderr; the same
+command resumes.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app, flags, logging
 
-from rest_jax import errors, gin_utils, run_lock
+from rest_jax import errors, gin_utils, preemption, run_lock
 
 # run_mode -> (module, function). Imported lazily so that --help is fast.
 RUN_MODES = {
@@ -124,6 +129,7 @@ def main(argv) -> None:
       raise app.UsageError(str(e)) from None
     multihost.quiet_unless_primary()
   fn = run_fn(_RUN_MODE.value)
+  preemption.install()  # SIGTERM: save at the next safe point, then exit EXIT_CODE.
   try:
     gin_utils.parse_gin_flags(_GIN_SEARCH_PATHS.value, _GIN_FILE.value, _GIN_BINDINGS.value)
     logging.info('run_mode=%s dry_run=%s', _RUN_MODE.value, _DRY_RUN.value)
@@ -133,6 +139,9 @@ def main(argv) -> None:
     # One clear line, no traceback: the message names the file or flag. gin
     # appends "In call to configurable ..." lines, which add nothing here.
     sys.exit(f'error: {str(e).split(chr(10))[0]}')
+  except preemption.Preempted as e:
+    print(str(e).split(chr(10))[0], file=sys.stderr, flush=True)
+    sys.exit(preemption.EXIT_CODE)
 
 
 def run(argv=None) -> None:

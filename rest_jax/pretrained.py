@@ -36,7 +36,7 @@ import jax
 import ml_dtypes
 import numpy as np
 
-from rest_jax import checkpoints, network
+from rest_jax import checkpoints, files, network
 
 PREFIX = 'shipped:'
 PACKAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'pretrained')
@@ -104,10 +104,8 @@ def save_params(params: Any, path: str) -> None:
   """Writes a nested dict of arrays to `path` (.npz) as bfloat16 bits, compressed."""
   flat = _flatten(jax.tree.map(np.asarray, params))
   bits = {k: v.astype(ml_dtypes.bfloat16).view(np.uint16) for k, v in flat.items()}
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + '.tmp.npz'
-  np.savez_compressed(tmp, **bits)
-  os.replace(tmp, path)
+  with files.atomic_path(path) as tmp, open(tmp, 'wb') as f:
+    np.savez_compressed(f, **bits)
 
 
 def load_params(name: str) -> dict:
@@ -178,13 +176,13 @@ def export(
 
   mesh = partitioning.make_mesh(partitioning.MeshConfig())
   model = models.EncoderDecoderModel(model_config)
-  params, step = evaluation.restore_params(
-    model, mesh, os.path.join(model_dir, 'checkpoints', checkpoint), None, input_length, 2
+  params, step = checkpoints.restore_params(
+    os.path.join(model_dir, 'checkpoints', checkpoint), model.init_params_fn(input_length, 2), mesh
   )
   rounded = round_to_bfloat16(jax.device_get(params))
   out = os.path.join(out_root, name)
   save_params(rounded, os.path.join(out, 'params.npz'))
-  evaluation.write_json(os.path.join(out, 'config.json'), dataclasses.asdict(model_config))
+  files.write_json(os.path.join(out, 'config.json'), dataclasses.asdict(model_config))
   task = tasks.tatoeba_en_de()
   results = {}
   for key, limit in (('test', None), ('test_slice', slice_examples), ('validation', None)):
@@ -222,7 +220,7 @@ def export(
     'history': _history(model_dir),
     **results,
   }
-  evaluation.write_json(os.path.join(out, 'metrics.json'), metrics)
+  files.write_json(os.path.join(out, 'metrics.json'), metrics)
   return metrics
 
 

@@ -39,6 +39,8 @@ from typing import Any
 from absl import logging
 from matplotlib.figure import Figure
 
+from rest_jax import files
+
 REPORT_DIR = 'report'
 REPORT_FILE = 'report.html'
 MAX_SAMPLES = 8
@@ -205,20 +207,8 @@ def _img(name: str, alt: str) -> str:
 
 def _save(fig: Figure, path: str) -> None:
   """Writes `fig` as a PNG to `path` atomically."""
-  tmp = path + '.tmp'
-  fig.savefig(tmp, format='png', dpi=100, bbox_inches='tight')
-  os.replace(tmp, path)
-
-
-def _write_text(path: str, text: str) -> None:
-  """Writes `text` to `path` atomically (`path.tmp`, then rename)."""
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
-# ----------------------------------------------------------------------------- 2. summary table
+  with files.atomic_path(path) as tmp:
+    fig.savefig(tmp, format='png', dpi=100, bbox_inches='tight')
 
 
 def _method(row: dict) -> str:
@@ -732,7 +722,7 @@ def write_report(model_dir: str) -> str:
   out_dir = os.path.join(model_dir, REPORT_DIR)
   os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, REPORT_FILE)
-  _write_text(path, render_html(model_dir, out_dir))
+  files.write_text(path, render_html(model_dir, out_dir))
   return path
 
 

@@ -57,9 +57,12 @@ from typing import Any
 from absl import logging
 
 from rest_jax import (
+  checkpoints,
   corruptions,
   errors,
   evaluation,
+  faults,
+  files,
   gin_utils,
   grow,
   improve,
@@ -69,6 +72,7 @@ from rest_jax import (
   network,
   optimizers,
   partitioning,
+  preemption,
   pretrained,
   report,
   reward_model,
@@ -244,7 +248,7 @@ class _Run:
   def _write(self) -> None:
     # Process 0 writes; every process returns once it has (or raises if it
     # failed), so no process reads a phase's files before the phase finished.
-    multihost.on_primary(lambda: evaluation.write_json(self.path, self.state), self.path)
+    multihost.on_primary(lambda: files.write_json(self.path, self.state), self.path)
 
 
 def rest(
@@ -393,6 +397,9 @@ def rest(
   for phase in phases:
     if run.done(phase):
       continue
+    faults.set_phase(phase)
+    faults.point('phase start')
+    preemption.check(f'before phase {phase} (the phases before it are done)')
     if max_phases is not None and ran >= max_phases:
       logging.info('Stopping before %s (max_phases=%d).', phase, max_phases)
       break
@@ -554,7 +561,7 @@ def _write_reward_probes(model_dir: str, reward, task, num_sources: int) -> None
     corruptions.probe,
     corruptions.PROBES,
   )
-  evaluation.write_json(
+  files.write_json(
     os.path.join(model_dir, 'eval', 'reward_probes.json'),
     {'reward': getattr(reward, 'name', type(reward).__name__), 'n': len(pairs), 'probes': probes},
   )
@@ -668,8 +675,8 @@ def _evaluate_phase(
       'n_train_examples': done['n_train_examples'],
     }
   directory = os.path.join(model_dir, 'checkpoints', checkpoint)
-  params, step = evaluation.restore_params(
-    model, mesh, directory, None, eval_config.input_length, eval_config.target_length
+  params, step = checkpoints.restore_params(
+    directory, model.init_params_fn(eval_config.input_length, eval_config.target_length), mesh
   )
   params = improve.policy_params(params)
   result = {'checkpoint': directory, 'step': int(step), 'splits': SPLITS}
@@ -691,7 +698,7 @@ def _evaluate_phase(
     tag = f'{CONTROL}_{split}' if row['phase'] == CONTROL else split
     writer.scalars(tag, g * 100 + i, scalars)
   writer.close()
-  evaluation.write_json(os.path.join(model_dir, 'eval', f'{phase}.json'), result)
+  files.write_json(os.path.join(model_dir, 'eval', f'{phase}.json'), result)
   judged = '' if judge is None else f' judge {row["test_judge_reward"]:.4f}'
   print(
     f'[rest] {phase}: test reward {row["test_reward"]:.4f}{judged} BLEU {row["test_bleu"]:.2f} '
@@ -719,7 +726,7 @@ def _write_summary(model_dir: str, phases: list[str], run: _Run) -> None:
     if phase.startswith('eval') and os.path.exists(path):
       with open(path) as f:
         rows.append(json.load(f)['row'])
-  evaluation.write_json(
+  files.write_json(
     os.path.join(model_dir, 'eval', 'summary.json'),
     {
       'columns': list(SUMMARY_COLUMNS),

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import os
 import re
 import time
@@ -55,14 +56,12 @@ from typing import Any
 import jax
 import numpy as np
 import sentencepiece as spm
-import tqdm
 from absl import logging
 
 from rest_jax import (
-  checkpoints,
   corruptions,
   errors,
-  evaluation,
+  files,
   gin_utils,
   grow,
   grow_io,
@@ -77,8 +76,10 @@ from rest_jax import (
   rm_metrics,
   summaries,
   tasks,
+  train_loop,
   trainer,
 )
+from rest_jax import model_dir as model_dir_lib
 from rest_jax import train_state as train_state_lib
 
 
@@ -431,29 +432,26 @@ def train_rm(
 
   mesh = partitioning.make_mesh(mesh_config)
   tx = optimizers.make(optimizer, num_train_steps)
-  root = os.path.join(model_dir, 'checkpoints', name)
-  last = checkpoints.Checkpointer(os.path.join(root, 'last'), max_to_keep=1)
+  md = model_dir_lib.ModelDir(model_dir)
 
   def init_fn(r):
     return reward_model.init_params(rm_config, r)['params']
 
-  if init_checkpoint is None or last.latest_step() is not None:
+  if init_checkpoint is None or train_loop.resumable(md, name):
     state, shardings = train_state_lib.create_sharded(init_fn, tx, jax.random.key(seed), mesh)
   else:
-    init_dir = os.path.join(model_dir, 'checkpoints', init_checkpoint)
-    params, _ = reward_model.load_params(rm_config, init_dir, mesh=mesh)
+    params, _ = reward_model.load_params(rm_config, md.checkpoint(init_checkpoint), mesh=mesh)
     state, shardings = train_state_lib.from_params(params, init_fn, tx, mesh)
-  if last.latest_step() is not None:
-    state = last.restore(train_state_lib.abstract_state(state, shardings))
-  if loss == 'bradley_terry':  # Preference pairs within a source, built in memory.
-    pairs = _bt_pairs(
-      _encode(sp, train_js, rm_config.max_length),
-      [j.doc or j.source for j in train_js],
-      np.random.RandomState(seed),
-    )
-    next_batch = functools.partial(_batch_at, pairs, batch_size=batch_size, seed=seed)
-  else:  # Regression: the seqio mixture of the judgment tasks.
-    stream = judgment_tasks.get_batches(
+
+  def batches(start: int):
+    if loss == 'bradley_terry':  # Preference pairs within a source, built in memory.
+      pairs = _bt_pairs(
+        _encode(sp, train_js, rm_config.max_length),
+        [j.doc or j.source for j in train_js],
+        np.random.RandomState(seed),
+      )
+      return (_batch_at(pairs, s, batch_size, seed) for s in itertools.count(start))
+    stream = judgment_tasks.get_batches(  # Regression: the seqio mixture of the judgment tasks.
       mixture,
       'train',
       batch_size=batch_size,
@@ -462,40 +460,30 @@ def train_rm(
       seed=seed,
       repeat=True,
     )
-    for _ in range(int(state.step)):  # Exact resume: replay the data order.
+    for _ in range(start):  # Exact resume: replay the data order.
       next(stream)
+    return ({'inputs': b['inputs'], 'score': b['score']} for b in stream)
 
-    def next_batch(step):
-      del step
-      b = next(stream)
-      return {'inputs': b['inputs'], 'score': b['score']}
-
-  steps = trainer.Trainer(
-    loss_fn=reward_model.make_loss_fn(rm_config, loss), tx=tx, mesh=mesh, state_shardings=shardings
+  loop = train_loop.run(
+    phase=name,
+    model_dir=md,
+    steps=trainer.Trainer(
+      loss_fn=reward_model.make_loss_fn(rm_config, loss),
+      tx=tx,
+      mesh=mesh,
+      state_shardings=shardings,
+    ),
+    state=state,
+    shardings=shardings,
+    batches=batches,
+    rng=jax.random.key(seed + 1),
+    config=train_loop.LoopConfig(
+      num_steps=num_train_steps, log_period=log_period, checkpoint_period=num_train_steps, keep=1
+    ),
+    progress=progress,
   )
-  writer = summaries.Writer(os.path.join(model_dir, 'summaries', name))
-  rng, window = jax.random.key(seed + 1), []
-  bar = tqdm.tqdm(
-    total=num_train_steps,
-    initial=int(state.step),
-    desc=f'train_rm {name}',
-    disable=multihost.bar_disable(progress),
-  )
-  for step in range(int(state.step), num_train_steps):
-    batch = partitioning.shard_batch(next_batch(step), mesh)
-    state, m = steps.train_step(state, batch, rng)
-    window.append(m)
-    bar.update(1)
-    if (step + 1) % log_period == 0 or step + 1 == num_train_steps:
-      means = trainer.mean_metrics(trainer.to_host(window))
-      trainer.check_finite(means, step=step + 1, phase=name)
-      writer.scalars('train', step + 1, means)
-      bar.set_postfix(loss=f'{means["loss"]:.4f}')
-      if bar.disable:
-        print(f'[{name}] step {step + 1}/{num_train_steps} loss {means["loss"]:.4f}', flush=True)
-      window = []
-  bar.close()
-  last.save(int(state.step), state)
+  state = loop.state
+  writer = summaries.Writer(md.summaries(name))
   result = _evaluate(
     rm_config,
     state.params,
@@ -515,7 +503,7 @@ def train_rm(
     num_train_judgments=len(train_js),
     num_mqm_train=len(mqm_train),
     num_eval={k: len(v) for k, v in eval_sets.items()},
-    checkpoint=os.path.join(root, 'last'),
+    checkpoint=md.last(name),
   )
   for set_name, s in result['sets'].items():
     writer.scalars(
@@ -524,7 +512,7 @@ def train_rm(
   writer.close()
   result = _no_nan(result)
   eval_file = 'reward_model.json' if name == 'rm' else f'reward_model_{name}.json'
-  evaluation.write_json(os.path.join(model_dir, 'eval', eval_file), result)
+  files.write_json(os.path.join(model_dir, 'eval', eval_file), result)
   _print_table(result)
   return result
 

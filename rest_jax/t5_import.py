@@ -10,7 +10,7 @@ reshapes its weights into our parameter tree, and writes
     MODEL_DIR/import/model.gin             MODEL_CONFIG, VOCAB_SIZE, VOCAB_PATH, IMPORTED_*
     MODEL_DIR/config_import.gin            the operative config of the import
 
-The policy checkpoint restores with `evaluation.restore_params` (what eval,
+The policy checkpoint restores with `checkpoints.restore_params` (what eval,
 Grow, Improve and the ReST loop's `initial_policy` use); a reward-model encoder
 (`target='reward_model'`, a fresh head) restores with `reward_model.load_params`.
 
@@ -51,7 +51,16 @@ import numpy as np
 import sentencepiece
 from absl import logging
 
-from rest_jax import checkpoints, errors, gin_utils, models, network, partitioning, reward_model
+from rest_jax import (
+  checkpoints,
+  errors,
+  files,
+  gin_utils,
+  models,
+  network,
+  partitioning,
+  reward_model,
+)
 
 TARGETS = ('policy', 'reward_model')
 _MODEL_TYPES = ('t5', 'mt5')
@@ -605,13 +614,6 @@ def _find_vocabulary(hf_checkpoint: str, vocabulary: str | None) -> str:
   return path
 
 
-def _write_text(path: str, text: str) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path + '.tmp', 'w') as f:
-    f.write(text)
-  os.replace(path + '.tmp', path)
-
-
 def model_gin(
   cfg: network.T5Config,
   *,
@@ -748,8 +750,8 @@ def import_t5(
   vocab_path = os.path.join(import_dir, _VOCAB_FILE)
   os.makedirs(import_dir, exist_ok=True)
   if os.path.abspath(vocab_source) != vocab_path:
-    shutil.copyfile(vocab_source, vocab_path + '.tmp')
-    os.replace(vocab_path + '.tmp', vocab_path)
+    with open(vocab_source, 'rb') as f:
+      files.write_bytes(vocab_path, f.read())
   if os.path.isdir(ckpt_dir):
     shutil.rmtree(ckpt_dir)
   ckpt = checkpoints.Checkpointer(ckpt_dir, max_to_keep=1)
@@ -765,7 +767,7 @@ def import_t5(
     target=target,
     source=os.path.abspath(hf_checkpoint),
   )
-  _write_text(gin_path, text)
+  files.write_text(gin_path, text)
   gin_utils.write_config(model_dir, 'config_import.gin')
   num_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
   result = {

@@ -28,7 +28,6 @@ import hashlib
 import io
 import os
 import re
-import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -38,7 +37,7 @@ import seqio
 import tensorflow as tf
 from absl import logging
 
-from rest_jax import corpora, errors
+from rest_jax import corpora, errors, files
 
 # TF only feeds data; the accelerators belong to JAX.
 try:
@@ -352,22 +351,10 @@ def train_sentencepiece(sentences: Iterable[str], model_path: str, vocab_size: i
     hard_vocab_limit=False,
     minloglevel=1,
   )
-  _write_atomically(model_path, model.getvalue())
+  files.write_bytes(model_path, model.getvalue(), all_processes=True)
   pieces = spm.SentencePieceProcessor(model_proto=model.getvalue()).get_piece_size()
   logging.info('Wrote a SentencePiece model of %d pieces to %s', pieces, model_path)
   return model_path
-
-
-def _write_atomically(path: str, data: bytes) -> None:
-  tf.io.gfile.makedirs(os.path.dirname(path) or '.')
-  tmp = f'{path}.tmp-{uuid.uuid4().hex}'
-  try:
-    with tf.io.gfile.GFile(tmp, 'wb') as f:
-      f.write(data)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
-  finally:
-    if tf.io.gfile.exists(tmp):
-      tf.io.gfile.remove(tmp)
 
 
 def _vocab_path(corpus: ParallelCorpus) -> str:

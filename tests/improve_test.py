@@ -21,6 +21,7 @@ from rest_jax import (
   partitioning,
   rewards,
   tasks,
+  train_loop,
 )
 
 L = 16
@@ -95,13 +96,10 @@ def _copy_run(grown, tmp_path):
 
 def _policy(model_dir, name, cfg):
   model = models.EncoderDecoderModel(cfg)
-  params, step = evaluation.restore_params(
-    model,
-    partitioning.make_mesh(MESH),
+  params, step = checkpoints.restore_params(
     os.path.join(model_dir, 'checkpoints', name),
-    None,
-    L,
-    L,
+    model.init_params_fn(L, L),
+    partitioning.make_mesh(MESH),
   )
   return params, step
 
@@ -167,15 +165,17 @@ def test_config_rejects_unknown_loss_and_init():
 @pytest.mark.parametrize(
   'rewards_seen, patience, expected',
   [
-    ([0.1, 0.2, 0.3], 2, (0.3, 0, False)),
-    ([0.3, 0.2, 0.1], 2, (0.3, 2, True)),
-    ([0.3, 0.2, 0.4, 0.4], 2, (0.4, 1, False)),  # A tie is no improvement.
-    ([0.3, 0.2, 0.1], 0, (0.3, 2, False)),  # patience 0 never stops.
+    ([0.1, 0.2, 0.3], 2, False),
+    ([0.3, 0.2, 0.1], 2, True),
+    ([0.3, 0.2, 0.4, 0.4], 2, False),  # A tie is no improvement: one validation since 0.4.
+    ([0.3, 0.2, 0.4, 0.4, 0.4], 2, True),  # ... and two ties stop.
+    ([0.3, 0.2, 0.1], 0, False),  # patience 0 never stops.
   ],
 )
-def test_early_stop_state(rewards_seen, patience, expected):
+def test_early_stopping_rule(rewards_seen, patience, expected):
   history = [{'step': i, 'reward': r} for i, r in enumerate(rewards_seen)]
-  assert improve._early_stop_state(history, patience) == expected
+  config = train_loop.LoopConfig(num_steps=10, best_metric='reward', patience=patience)
+  assert train_loop.should_stop(history, config) == expected
 
 
 def test_loss_fn_bc_and_binary_reward_weighted_equal_the_model_nll():
@@ -232,7 +232,7 @@ def test_improve_step_trains_on_the_filtered_round(grown, tmp_path, loss):
   pairs = zip(jax.tree.leaves(after), jax.tree.leaves(before))
   assert max(float(np.abs(a - b).max()) for a, b in pairs) > 0
   if loss in ('bvmpo', 'oac'):
-    value_dir = os.path.join(model_dir, 'checkpoints', 'g1_value')
+    value_dir = os.path.join(model_dir, 'checkpoints', 'g1_value', 'last')
     assert checkpoints.Checkpointer(value_dir).latest_step() == 2
 
 
@@ -266,7 +266,8 @@ def test_early_stopping_ends_the_step(grown, tmp_path):
   result = _improve(grown, model_dir, _config(num_train_steps=5, eval_period=1, patience=1))
   history = [json.loads(x) for x in open(os.path.join(model_dir, 'eval', 'g1_i1_history.jsonl'))]
   assert [h['step'] for h in history] == list(range(len(history)))  # 0 (the start), 1, 2, ...
-  stops = [improve._early_stop_state(history[: n + 1], 1)[2] for n in range(len(history))]
+  config = train_loop.LoopConfig(num_steps=5, best_metric='reward', patience=1)
+  stops = [train_loop.should_stop(history[: n + 1], config) for n in range(len(history))]
   # It trained until the first validation that said stop (or to the end), and no further.
   expected = stops.index(True) if True in stops else 5
   assert result['steps'] == history[-1]['step'] == expected

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import test_utils
 
-from rest_jax import infer, metrics, models, partitioning, rewards, sampler, tasks
+from rest_jax import checkpoints, infer, metrics, models, partitioning, rewards, sampler, tasks
 
 L = 16
 MESH = partitioning.MeshConfig(num_devices=1)
@@ -94,10 +94,8 @@ def test_best_of_one_equals_plain_sampling(policy):
   task, cfg, model_dir, _ = policy
   model = models.EncoderDecoderModel(cfg)
   mesh = partitioning.make_mesh(MESH)
-  from rest_jax import evaluation
-
-  params, _ = evaluation.restore_params(
-    model, mesh, os.path.join(model_dir, 'checkpoints', 'bc', 'best'), None, L, L
+  params, _ = checkpoints.restore_params(
+    os.path.join(model_dir, 'checkpoints', 'bc', 'best'), model.init_params_fn(L, L), mesh
   )
   icfg = infer.InferConfig(
     task=task, num_samples=1, batch_size=16, input_length=L, target_length=L, seed=3

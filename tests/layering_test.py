@@ -15,7 +15,8 @@ import rest_jax.models, rest_jax.decoding, rest_jax.trainer
 import rest_jax.network, rest_jax.partitioning, rest_jax.checkpoints, rest_jax.train_state
 import rest_jax.optimizers, rest_jax.metrics, rest_jax.rewards, rest_jax.reward_model
 import rest_jax.losses, rest_jax.filtering, rest_jax.rm_metrics, rest_jax.sampler
-import rest_jax.corruptions
+import rest_jax.corruptions, rest_jax.train_loop, rest_jax.files, rest_jax.faults
+import rest_jax.preemption, rest_jax.model_dir, rest_jax.run_lock
 assert not any(m.split('.')[0] in ('tensorflow', 'seqio') for m in sys.modules), 'TF leaked'
 try:
   import tensorflow

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import test_utils
 
-from rest_jax import evaluation, grow_io, models, partitioning
+from rest_jax import checkpoints, grow_io, models, partitioning
 
 L = 16
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -207,8 +207,8 @@ def test_checkpoint_of_two_processes_restores_in_one(runs, checkpoint):
   mesh = partitioning.make_mesh(partitioning.MeshConfig(num_devices=1))
   restored = {}
   for name, model_dir in (('one', one), ('two', two)):
-    params, step = evaluation.restore_params(
-      model, mesh, os.path.join(model_dir, 'checkpoints', checkpoint), None, L, L
+    params, step = checkpoints.restore_params(
+      os.path.join(model_dir, 'checkpoints', checkpoint), model.init_params_fn(L, L), mesh
     )
     restored[name] = (jax.tree.map(np.asarray, params), step)
   # Both processes wrote parts of it (their own shards under ocdbt.process_<i>).

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import test_utils
 
-from rest_jax import evaluation, models, partitioning, pretrained, tasks
+from rest_jax import checkpoints, evaluation, models, partitioning, pretrained, tasks
 
 SHIPPED = 'tatoeba_en_de_small_cpu'  # The BC policy the ReST configs start from.
 
@@ -49,13 +49,10 @@ def test_install_writes_a_restorable_policy_checkpoint(tmp_path, monkeypatch):
   model_dir = str(tmp_path / 'run')
   directory = pretrained.install('shipped:p', model_dir)
   assert directory == os.path.join(model_dir, 'checkpoints', 'shipped', 'p')
-  restored, step = evaluation.restore_params(
-    models.EncoderDecoderModel(config),
-    partitioning.make_mesh(partitioning.MeshConfig(num_devices=1)),
+  restored, step = checkpoints.restore_params(
     directory,
-    None,
-    8,
-    8,
+    models.EncoderDecoderModel(config).init_params_fn(8, 8),
+    partitioning.make_mesh(partitioning.MeshConfig(num_devices=1)),
   )
   assert step == 7
   for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(pretrained.load_params('p'))):

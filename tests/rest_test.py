@@ -9,6 +9,7 @@ import pytest
 import test_utils
 
 from rest_jax import (
+  checkpoints,
   corruptions,
   evaluation,
   filtering,
@@ -122,13 +123,10 @@ def _run(task, model_dir, *, max_phases=None, **overrides):
 
 def _params(model_dir, checkpoint):
   model = models.EncoderDecoderModel(test_utils.tiny_config(vocab_size=128))
-  params, _ = evaluation.restore_params(
-    model,
-    partitioning.make_mesh(MESH),
+  params, _ = checkpoints.restore_params(
     os.path.join(model_dir, 'checkpoints', checkpoint),
-    None,
-    L,
-    L,
+    model.init_params_fn(L, L),
+    partitioning.make_mesh(MESH),
   )
   return params
 

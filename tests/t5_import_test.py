@@ -4,7 +4,7 @@ Tiny random T5 v1.1, original T5 (ReLU, tied) and mT5 models are built with
 `transformers` (CPU, float32), written as a Hugging Face checkpoint
 (safetensors, sharded safetensors or a torch .bin), converted, and compared on
 a batch with padding; then the written Orbax checkpoint is restored through
-`evaluation.restore_params` / `reward_model.load_params`.
+`checkpoints.restore_params` / `reward_model.load_params`.
 """
 
 import dataclasses
@@ -28,7 +28,7 @@ pytest.importorskip('safetensors')
 
 from safetensors import torch as safetensors_torch  # noqa: E402
 
-from rest_jax import errors, models, network, reward_model, t5_import  # noqa: E402
+from rest_jax import checkpoints, errors, models, network, reward_model, t5_import  # noqa: E402
 
 VOCAB = 96
 TOL = 1e-4
@@ -263,7 +263,7 @@ def test_reward_model_encoder_matches_transformers(tmp_path):
 
 
 def test_import_run_writes_a_restorable_policy(tmp_path):
-  from rest_jax import evaluation, partitioning  # Data layer (TF): only this test needs it.
+  from rest_jax import partitioning  # Data layer (TF): only this test needs it.
 
   folder = write_checkpoint('v1_1', str(tmp_path / 'hf'), 'safetensors')
   model_dir = str(tmp_path / 'run')
@@ -277,7 +277,7 @@ def test_import_run_writes_a_restorable_policy(tmp_path):
   cfg = t5_import.load_hf_config(folder)
   model = models.EncoderDecoderModel(cfg)
   mesh = partitioning.make_mesh(one_device)
-  params, step = evaluation.restore_params(model, mesh, ckpt_dir, None, 9, 7)
+  params, step = checkpoints.restore_params(ckpt_dir, model.init_params_fn(9, 7), mesh)
   assert step == 0
   b = batch()
   theirs, _ = hf_outputs(hf_model('v1_1'), b)
@@ -489,8 +489,9 @@ def test_bc_starts_from_the_imported_policy(tmp_path):
   model = models.EncoderDecoderModel(cfg)
   mesh = partitioning.make_mesh(one_device)
   ckpt = os.path.join(model_dir, 'checkpoints')
-  imported, _ = evaluation.restore_params(model, mesh, f'{ckpt}/pretrained/best', None, 16, 16)
-  trained, step = evaluation.restore_params(model, mesh, f'{ckpt}/bc/last', None, 16, 16)
+  init_fn = model.init_params_fn(16, 16)
+  imported, _ = checkpoints.restore_params(f'{ckpt}/pretrained/best', init_fn, mesh)
+  trained, step = checkpoints.restore_params(f'{ckpt}/bc/last', init_fn, mesh)
   assert step == 1
   for a, b in zip(jax.tree.leaves(imported), jax.tree.leaves(trained)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
