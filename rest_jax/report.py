@@ -19,17 +19,14 @@ The report is regenerated after every phase of a run, so any input may be
 missing (its section says "not available yet") or malformed (its section says
 what failed); writing the report never raises because of its inputs.
 
-This is a driver-layer module without TensorFlow / seqio: it reads JSON and
-draws with matplotlib's object API (`matplotlib.figure.Figure` renders with
-Agg and never touches pyplot's global state or the process's backend).
+This is a driver-layer module without TensorFlow / seqio: `report_data` reads
+the run's files, `report_figures` draws the plots (matplotlib), and this module
+assembles the HTML page.
 """
 
 from __future__ import annotations
 
-import glob
 import html
-import json
-import math
 import os
 import re
 import time
@@ -37,18 +34,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from absl import logging
-from matplotlib.figure import Figure
 
-from rest_jax import files
+from rest_jax import files, report_data, report_figures
 
 REPORT_DIR = 'report'
 REPORT_FILE = 'report.html'
 MAX_SAMPLES = 8
 NOT_AVAILABLE = 'not available yet'
 
-_ROUND_RE = re.compile(r'^g(\d+)$')
-_VALIDATION_RE = re.compile(r'^g(\d+)_i(\d+)_validation\.json$')
-_EVAL_RE = re.compile(r'^eval_g(\d+)_i(\d+)\.json$')
 _RM_METRICS = ('kendall_tau', 'pearson', 'pairwise_accuracy', 'n')
 
 _STYLE = """
@@ -75,96 +68,12 @@ window.addEventListener('load', function () {
 """
 
 
-# ----------------------------------------------------------------------------- inputs
-
-
-def _read_json(path: str) -> Any:
-  """The parsed JSON file at `path`, or None when it is missing or malformed."""
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except FileNotFoundError:
-    return None
-  except (OSError, ValueError) as e:
-    logging.warning('report: cannot read %s: %s', path, e)
-    return None
-
-
-def _read_text(path: str) -> str | None:
-  """The text of `path`, or None when it cannot be read."""
-  try:
-    with open(path, errors='replace') as f:
-      return f.read()
-  except OSError:
-    return None
-
-
-def _dict(x: Any) -> dict:
-  """`x` if it is a dict, else an empty dict (for defensive reading)."""
-  return x if isinstance(x, dict) else {}
-
-
-def _list(x: Any) -> list:
-  """`x` if it is a list, else an empty list (for defensive reading)."""
-  return x if isinstance(x, list) else []
-
-
-def _number(x: Any) -> float | None:
-  """`x` as a finite float, or None when it is not a number."""
-  if isinstance(x, bool) or not isinstance(x, int | float):
-    return None
-  return float(x) if math.isfinite(x) else None
-
-
-def _numbered(folder: str, pattern: re.Pattern, dirs: bool = False) -> list[tuple[tuple, str]]:
-  """`((numbers...), path)` of the entries of `folder` matching `pattern`, sorted by number."""
-  try:
-    names = os.listdir(folder)
-  except OSError:
-    return []
-  out = []
-  for name in names:
-    m = pattern.match(name)
-    path = os.path.join(folder, name)
-    if m and os.path.isdir(path) == dirs:
-      out.append((tuple(int(x) for x in m.groups()), path))
-  return sorted(out)
-
-
-def _summary_rows(model_dir: str) -> list[dict]:
-  """The rows of `eval/summary.json` (dicts only), or [] when it is not there."""
-  summary = _dict(_read_json(os.path.join(model_dir, 'eval', 'summary.json')))
-  return [r for r in _list(summary.get('rows')) if isinstance(r, dict)]
-
-
-def _validations(model_dir: str) -> dict[int, list[tuple[int, dict]]]:
-  """grow round -> [(improve step, its `eval/g<g>_i<i>_validation.json`)], by step."""
-  out: dict[int, list[tuple[int, dict]]] = {}
-  for (g, i), path in _numbered(os.path.join(model_dir, 'eval'), _VALIDATION_RE):
-    data = _read_json(path)
-    if isinstance(data, dict):
-      out.setdefault(g, []).append((i, data))
-  return out
-
-
 # ----------------------------------------------------------------------------- html helpers
 
 
 def _e(x: Any) -> str:
   """HTML-escaped `str(x)`."""
   return html.escape(str(x), quote=True)
-
-
-def _fmt(x: Any, spec: str = '.3f') -> str:
-  """A number formatted with `spec` ('d' and ',' for counts), '–' for None, else text."""
-  if x is None:
-    return '–'
-  n = _number(x)
-  if n is None:
-    return str(x)
-  if spec in ('d', ','):
-    return format(int(n), spec) if n == int(n) else format(n, '.4g')
-  return format(n, spec)
 
 
 def _table_html(header: Sequence[str], rows: Sequence[Sequence[Any]], table_id: str = '') -> str:
@@ -205,10 +114,7 @@ def _img(name: str, alt: str) -> str:
   return f'<img src="{_e(name)}" alt="{_e(alt)}">'
 
 
-def _save(fig: Figure, path: str) -> None:
-  """Writes `fig` as a PNG to `path` atomically."""
-  with files.atomic_path(path) as tmp:
-    fig.savefig(tmp, format='png', dpi=100, bbox_inches='tight')
+# ----------------------------------------------------------------------------- 2. summary
 
 
 def _method(row: dict) -> str:
@@ -245,9 +151,14 @@ def _summary_table(rows: Sequence[dict]) -> str:
   header = ['Method', 'G', 'I', 'τ', 'Loss', 'Training examples'] + [c[2] for c in columns]
   body = []
   for r in rows:
-    cells = [_method(r), _fmt(r.get('g'), 'd'), _fmt(r.get('i'), 'd'), _fmt(r.get('tau'), '.4f')]
-    cells += [_fmt(r.get('loss_name')), _fmt(r.get('n_train_examples'), ',')]
-    cells += [_fmt(r.get(f'{split}_{key}'), spec) for split, key, _, spec in columns]
+    cells = [
+      _method(r),
+      report_data.fmt(r.get('g'), 'd'),
+      report_data.fmt(r.get('i'), 'd'),
+      report_data.fmt(r.get('tau'), '.4f'),
+    ]
+    cells += [report_data.fmt(r.get('loss_name')), report_data.fmt(r.get('n_train_examples'), ',')]
+    cells += [report_data.fmt(r.get(f'{split}_{key}'), spec) for split, key, _, spec in columns]
     body.append(cells)
   return _table_html(header, body, table_id='summary')
 
@@ -255,7 +166,7 @@ def _summary_table(rows: Sequence[dict]) -> str:
 def _section_summary(model_dir: str, out_dir: str) -> str:
   """Section 2: the per-phase table."""
   del out_dir
-  rows = _summary_rows(model_dir)
+  rows = report_data.summary_rows(model_dir)
   if not rows:
     return _note(f'eval/summary.json: {NOT_AVAILABLE}.')
   return (
@@ -275,84 +186,20 @@ def _section_summary(model_dir: str, out_dir: str) -> str:
 # ----------------------------------------------------------------------------- 3. distributions
 
 
-def _histogram(stats: Any) -> tuple[list[float], list[float]] | None:
-  """(fractions, edges) of a reward-stats dict's histogram, or None if it has none."""
-  hist = _dict(_dict(stats).get('histogram'))
-  counts = [_number(c) for c in _list(hist.get('counts'))]
-  edges = [_number(e) for e in _list(hist.get('edges'))]
-  if not counts or len(edges) != len(counts) + 1 or None in counts or None in edges:
-    return None
-  total = sum(counts)
-  return [c / total if total else 0.0 for c in counts], edges
-
-
-def _threshold_label(i: int, val: dict) -> str:
-  """'I=i: τ=…, kept N (S samples + H human)' for a validation file."""
-  label = f'I={i}: τ={_fmt(val.get("tau"), ".3f")}'
-  if val.get('kept') is not None:
-    label += f', kept {_fmt(val.get("kept"), ",")}'
-    if val.get('kept_samples') is not None and val.get('kept_human') is not None:
-      label += (
-        f' ({_fmt(val.get("kept_samples"), ",")} samples'
-        f' + {_fmt(val.get("kept_human"), ",")} human)'
-      )
-  return label
-
-
-def _plot_round(g: int, manifest: dict, validations: Sequence[tuple[int, dict]], path: str) -> bool:
-  """Plots round g's reward histograms and its Improve thresholds; False if nothing to plot."""
-  series = []
-  for key, label in (('reward_stats_samples', 'policy samples'), ('reward_stats_human', 'human')):
-    hist = _histogram(manifest.get(key))
-    if hist:
-      count = _dict(manifest.get(key)).get('count')
-      series.append((hist, f'{label} (n={_fmt(count, ",")})'))
-  if not series:  # Older manifests: only the pooled statistics.
-    hist = _histogram(manifest.get('reward_stats'))
-    if hist:
-      series.append((hist, 'all records'))
-  if not series:
-    return False
-  fig = Figure(figsize=(8, 3.6))
-  ax = fig.add_subplot()
-  for (fractions, edges), label in series:
-    ax.stairs(fractions, edges, fill=False, linewidth=1.8, label=label)
-  top = max(max(f) for (f, _), _ in series) or 1.0
-  colors = ('tab:red', 'tab:purple', 'tab:brown', 'tab:olive', 'tab:cyan', 'tab:pink')
-  for k, (i, val) in enumerate(validations):
-    tau = _number(val.get('tau'))
-    if tau is None:
-      continue
-    color = colors[k % len(colors)]
-    ax.axvline(tau, color=color, linestyle='--', linewidth=1.2, label=_threshold_label(i, val))
-    ax.text(tau, top * (0.95 - 0.1 * k), f' I={i}', color=color, fontsize=8, va='top')
-  title = f'Grow round g{g}'
-  if g == 0:
-    title = 'g0 (BC samples for the reward model)'
-  source = manifest.get('reward_source')
-  ax.set_title(title + (f' — reward: {source}' if source else ''))
-  ax.set_xlabel('reward')
-  ax.set_ylabel('fraction of records')
-  ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
-  ax.grid(alpha=0.3)
-  _save(fig, path)
-  return True
-
-
 def _round_facts(manifest: dict) -> str:
   """A one-line table of a round's sizes and reward means."""
   header = ['sources', 'sampled sequences', 'records', 'reward source']
   row = [
-    _fmt(manifest.get('num_sources'), ','),
-    _fmt(manifest.get('sampled_sequences'), ','),
-    _fmt(manifest.get('num_records'), ','),
-    _fmt(manifest.get('reward_source')),
+    report_data.fmt(manifest.get('num_sources'), ','),
+    report_data.fmt(manifest.get('sampled_sequences'), ','),
+    report_data.fmt(manifest.get('num_records'), ','),
+    report_data.fmt(manifest.get('reward_source')),
   ]
   for key, label in (('reward_stats_samples', 'samples'), ('reward_stats_human', 'human')):
-    stats = _dict(manifest.get(key))
-    if _number(stats.get('mean')) is not None:
+    stats = report_data.as_dict(manifest.get(key))
+    if report_data.number(stats.get('mean')) is not None:
       header.append(f'{label} mean ± std')
-      row.append(f'{_fmt(stats.get("mean"))} ± {_fmt(stats.get("std"))}')
+      row.append(f'{report_data.fmt(stats.get("mean"))} ± {report_data.fmt(stats.get("std"))}')
   return _table_html(header, [row])
 
 
@@ -360,11 +207,10 @@ def _section_distributions(model_dir: str, out_dir: str) -> str:
   """Section 3: one histogram PNG per Grow round, with its Improve thresholds."""
   # g0 (the reward model's BC samples, scored with the training reward) is
   # included, labelled as such: it shows what the reward model learned from.
-  rounds = _numbered(os.path.join(model_dir, 'grow'), _ROUND_RE, dirs=True)
-  validations = _validations(model_dir)
+  validations = report_data.validations(model_dir)
   parts = []
-  for (g,), folder in rounds:
-    manifest = _read_json(os.path.join(folder, 'manifest.json'))
+  for g, folder in report_data.grow_rounds(model_dir):
+    manifest = report_data.read_json(os.path.join(folder, 'manifest.json'))
     label = 'g0 (BC samples for the reward model)' if g == 0 else f'Grow round g{g}'
     parts.append(f'<h3>{_e(label)}</h3>')
     if not isinstance(manifest, dict):
@@ -372,7 +218,7 @@ def _section_distributions(model_dir: str, out_dir: str) -> str:
       continue
     parts.append(_round_facts(manifest))
     name = f'reward_distribution_g{g}.png'
-    if _plot_round(g, manifest, validations.get(g, []), os.path.join(out_dir, name)):
+    if report_figures.plot_round(g, manifest, validations.get(g, []), os.path.join(out_dir, name)):
       parts.append(_img(name, f'reward distribution of round g{g}'))
     else:
       parts.append(_note('No reward histogram in the manifest.'))
@@ -386,42 +232,11 @@ def _section_distributions(model_dir: str, out_dir: str) -> str:
 # ----------------------------------------------------------------------------- 4. per phase
 
 
-def _short_label(row: dict) -> str:
-  """'BC' or 'g<g>i<i>' for a plot's x axis."""
-  if row.get('phase') == 'bc':
-    return 'BC'
-  prefix = 'ctl ' if row.get('phase') == 'bc_more' else ''
-  return f'{prefix}g{row.get("g", "?")}i{row.get("i", "?")}'
-
-
-def _plot_reward_per_phase(rows: Sequence[dict], path: str) -> bool:
-  """Two panels, reward and BLEU over the summary rows (val and test); False if empty."""
-  if not rows:
-    return False
-  labels = [_short_label(r) for r in rows]
-  x = list(range(len(rows)))
-  fig = Figure(figsize=(10, 3.6))
-  axes = fig.subplots(1, 2)
-  for ax, key, title in ((axes[0], 'reward', 'reward'), (axes[1], 'bleu', 'BLEU')):
-    for split, marker in (('val', 'o'), ('test', 's')):
-      ys = [_number(r.get(f'{split}_{key}')) for r in rows]
-      ys = [math.nan if y is None else y for y in ys]
-      label = 'val (selection)' if split == 'val' else 'test'
-      ax.plot(x, ys, marker=marker, label=label)
-    ax.set_xticks(x, labels, rotation=45 if len(x) > 8 else 0, fontsize=8)
-    ax.set_title(f'{title} per phase')
-    ax.set_xlabel('phase')
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-  _save(fig, path)
-  return True
-
-
 def _section_per_phase(model_dir: str, out_dir: str) -> str:
   """Section 4: reward and BLEU per phase."""
-  rows = _summary_rows(model_dir)
+  rows = report_data.summary_rows(model_dir)
   name = 'reward_per_phase.png'
-  if not _plot_reward_per_phase(rows, os.path.join(out_dir, name)):
+  if not report_figures.plot_reward_per_phase(rows, os.path.join(out_dir, name)):
     return _note(f'eval/summary.json: {NOT_AVAILABLE}.')
   return _img(name, 'reward and BLEU per phase')
 
@@ -429,46 +244,11 @@ def _section_per_phase(model_dir: str, out_dir: str) -> str:
 # ----------------------------------------------------------------------------- 5. best of N
 
 
-def _best_of_n_curves(model_dir: str) -> list[dict]:
-  """The readable `eval/best_of_n_*.json` files, sorted by name."""
-  curves = []
-  for path in sorted(glob.glob(os.path.join(model_dir, 'eval', 'best_of_n_*.json'))):
-    data = _read_json(path)
-    if isinstance(data, dict) and _list(data.get('n')):
-      name = os.path.basename(path)[len('best_of_n_') : -len('.json')]
-      curves.append({**data, 'label': str(data.get('label') or name)})
-  return curves
-
-
-def _plot_best_of_n(curves: Sequence[dict], path: str) -> bool:
-  """Reward and BLEU against N (log2 axis), one line per curve; False if empty."""
-  if not curves:
-    return False
-  fig = Figure(figsize=(10, 3.6))
-  axes = fig.subplots(1, 2)
-  for ax, key, title in ((axes[0], 'reward', 'reward'), (axes[1], 'bleu', 'BLEU')):
-    for curve in curves:
-      pairs = [
-        (_number(n), _number(y)) for n, y in zip(_list(curve.get('n')), _list(curve.get(key)))
-      ]
-      pairs = [(n, y) for n, y in pairs if n is not None and n > 0 and y is not None]
-      if pairs:
-        ax.plot(*zip(*pairs), marker='o', label=curve['label'])
-    ax.set_xscale('log', base=2)
-    ax.set_xlabel('N (samples per source)')
-    ax.set_title(f'best-of-N {title}')
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-      ax.legend(fontsize=8)
-  _save(fig, path)
-  return True
-
-
 def _section_best_of_n(model_dir: str, out_dir: str) -> str:
   """Section 5: best-of-N curves."""
-  curves = _best_of_n_curves(model_dir)
+  curves = report_data.best_of_n_curves(model_dir)
   name = 'best_of_n.png'
-  if not _plot_best_of_n(curves, os.path.join(out_dir, name)):
+  if not report_figures.plot_best_of_n(curves, os.path.join(out_dir, name)):
     return _note(f'eval/best_of_n_*.json: {NOT_AVAILABLE}.')
   return _img(name, 'best-of-N reward and BLEU')
 
@@ -480,7 +260,7 @@ def _is_metrics(x: Any) -> bool:
   """Whether `x` is a flat dict of metrics (some numeric value, no nested dicts)."""
   return (
     isinstance(x, dict)
-    and any(_number(v) is not None for v in x.values())
+    and any(report_data.number(v) is not None for v in x.values())
     and not any(isinstance(v, dict) for v in x.values())
   )
 
@@ -493,21 +273,21 @@ def _rm_rows(rm: dict) -> list[tuple[str, str, dict]]:
   (no set) is shown as set '(all)' when no per-set value of it exists.
   """
   rows = []
-  for set_name, entry in _dict(rm.get('sets')).items():
-    for scorer, metrics in _dict(entry).items():
+  for set_name, entry in report_data.as_dict(rm.get('sets')).items():
+    for scorer, metrics in report_data.as_dict(entry).items():
       if scorer != 'baselines' and _is_metrics(metrics):
         rows.append((str(set_name), str(scorer), metrics))
-    for scorer, metrics in _dict(_dict(entry).get('baselines')).items():
+    for scorer, metrics in report_data.as_dict(report_data.as_dict(entry).get('baselines')).items():
       if _is_metrics(metrics):
         rows.append((str(set_name), f'{scorer} (baseline)', metrics))
   seen = {scorer for _, scorer, _ in rows}
-  for scorer, value in _dict(rm.get('baselines')).items():
+  for scorer, value in report_data.as_dict(rm.get('baselines')).items():
     label = f'{scorer} (baseline)'
     if _is_metrics(value):
       if label not in seen:
         rows.append(('(all)', label, value))
       continue
-    for set_name, metrics in _dict(value).items():
+    for set_name, metrics in report_data.as_dict(value).items():
       if _is_metrics(metrics) and (str(set_name), label) not in {(s, c) for s, c, _ in rows}:
         rows.append((str(set_name), label, metrics))
   return rows
@@ -517,10 +297,13 @@ def _metrics_table(
   first: Sequence[str], rows: Sequence[tuple[Sequence[str], dict]], known: Sequence[str]
 ) -> str:
   """A table of metric dicts: `known` columns first, then any other numeric keys."""
-  extra = sorted({k for _, m in rows for k, v in m.items() if _number(v) is not None} - set(known))
+  extra = sorted(
+    {k for _, m in rows for k, v in m.items() if report_data.number(v) is not None} - set(known)
+  )
   keys = list(known) + extra
   body = [
-    list(lead) + [_fmt(m.get(k), ',' if k == 'n' else '.4f') for k in keys] for lead, m in rows
+    list(lead) + [report_data.fmt(m.get(k), ',' if k == 'n' else '.4f') for k in keys]
+    for lead, m in rows
   ]
   return _table_html(list(first) + keys, body)
 
@@ -528,9 +311,13 @@ def _metrics_table(
 def _reward_model_html(rm: dict) -> str:
   """One reward model's facts, agreement with judgments, and probes."""
   parts = []
-  facts = [(k, v) for k, v in sorted(rm.items()) if _number(v) is not None or isinstance(v, str)]
+  facts = [
+    (k, v) for k, v in sorted(rm.items()) if report_data.number(v) is not None or isinstance(v, str)
+  ]
   if facts:
-    parts.append(_table_html([k for k, _ in facts], [[_fmt(v, '.4g') for _, v in facts]]))
+    parts.append(
+      _table_html([k for k, _ in facts], [[report_data.fmt(v, '.4g') for _, v in facts]])
+    )
   rows = _rm_rows(rm)
   parts.append('<h3>Agreement with judgments</h3>')
   if rows:
@@ -538,7 +325,7 @@ def _reward_model_html(rm: dict) -> str:
   else:
     parts.append(_note(f'Per-set metrics: {NOT_AVAILABLE}.'))
   parts.append('<h3>Probes</h3>')
-  probes = [(str(k), v) for k, v in _dict(rm.get('probes')).items() if _is_metrics(v)]
+  probes = [(str(k), v) for k, v in report_data.as_dict(rm.get('probes')).items() if _is_metrics(v)]
   if probes:
     known = ('mean_delta', 'fraction_increased', 'fraction_decreased')
     parts.append(_metrics_table(['probe'], [((p,), m) for p, m in probes], known))
@@ -555,14 +342,18 @@ def _reward_model_html(rm: dict) -> str:
 def _section_reward_model(model_dir: str, out_dir: str) -> str:
   """Section 6: the reward model's (and the judge's) agreement with judgments and probes."""
   del out_dir
-  rm = _read_json(os.path.join(model_dir, 'eval', 'reward_model.json'))
+  rm = report_data.read_json(os.path.join(model_dir, 'eval', 'reward_model.json'))
   if not isinstance(rm, dict):
     parts = [_note(f'eval/reward_model.json: {NOT_AVAILABLE} (or the run uses a fixed reward).')]
   else:
     parts = [_reward_model_html(rm)]
-  run_reward = _read_json(os.path.join(model_dir, 'eval', 'reward_probes.json'))
+  run_reward = report_data.read_json(os.path.join(model_dir, 'eval', 'reward_probes.json'))
   if isinstance(run_reward, dict):
-    probes = [(str(k), v) for k, v in _dict(run_reward.get('probes')).items() if _is_metrics(v)]
+    probes = [
+      (str(k), v)
+      for k, v in report_data.as_dict(run_reward.get('probes')).items()
+      if _is_metrics(v)
+    ]
     parts.append(
       f"<h3>Probes of the run's reward ({_e(run_reward.get('reward'))})</h3>"
       '<p class="meta">The reward Grow, Improve and evaluation use: the reward model above '
@@ -570,7 +361,7 @@ def _section_reward_model(model_dir: str, out_dir: str) -> str:
     )
     known = ('mean_delta', 'fraction_increased', 'fraction_decreased')
     parts.append(_metrics_table(['probe'], [((p,), m) for p, m in probes], known))
-  judge = _read_json(os.path.join(model_dir, 'eval', 'reward_model_rm_judge.json'))
+  judge = report_data.read_json(os.path.join(model_dir, 'eval', 'reward_model_rm_judge.json'))
   if isinstance(judge, dict):
     parts.append(
       '<h3>The independent judge</h3><p class="meta">A second reward model, trained on '
@@ -584,29 +375,11 @@ def _section_reward_model(model_dir: str, out_dir: str) -> str:
 # ----------------------------------------------------------------------------- 7. samples
 
 
-def _samples(evaluation: Any) -> list[dict]:
-  """The validation samples of an eval file (test samples if it has none)."""
-  for split in ('val', 'test'):
-    samples = [s for s in _list(_dict(_dict(evaluation).get(split)).get('samples')) if _dict(s)]
-    if samples:
-      return samples
-  return []
-
-
-def _final_eval(model_dir: str) -> tuple[str, dict] | None:
-  """(name, data) of the last `eval/eval_g<g>_i<i>.json`, or None."""
-  for (g, i), path in reversed(_numbered(os.path.join(model_dir, 'eval'), _EVAL_RE)):
-    data = _read_json(path)
-    if isinstance(data, dict):
-      return f'ReST (G={g}, I={i})', data
-  return None
-
-
 def _output_cell(sample: dict | None) -> str:
   """An output with its reward, escaped, for the samples table."""
   if not sample:
     return '<td class="note">–</td>'
-  reward = _number(sample.get('reward'))
+  reward = report_data.number(sample.get('reward'))
   tail = '' if reward is None else f'<br><span class="meta">reward {reward:.3f}</span>'
   return f'<td>{_e(sample.get("output", ""))}{tail}</td>'
 
@@ -637,15 +410,17 @@ def _samples_html(bc: Sequence[dict], final: Sequence[dict], final_name: str) ->
 def _section_samples(model_dir: str, out_dir: str) -> str:
   """Section 7: BC's and the final policy's outputs on a few validation sources."""
   del out_dir
-  bc = _samples(_read_json(os.path.join(model_dir, 'eval', 'eval_bc.json')))
-  final = _final_eval(model_dir)
+  bc = report_data.eval_samples(
+    report_data.read_json(os.path.join(model_dir, 'eval', 'eval_bc.json'))
+  )
+  final = report_data.final_eval(model_dir)
   if not bc:
     return _note(f'eval/eval_bc.json: {NOT_AVAILABLE}.')
   if final is None:
     return _samples_html(bc, [], 'final policy') + _note(
       f'eval/eval_g*_i*.json (the final policy): {NOT_AVAILABLE}.'
     )
-  return _samples_html(bc, _samples(final[1]), final[0])
+  return _samples_html(bc, report_data.eval_samples(final[1]), final[0])
 
 
 # ----------------------------------------------------------------------------- 8. config
@@ -654,7 +429,7 @@ def _section_samples(model_dir: str, out_dir: str) -> str:
 def _section_config(model_dir: str, out_dir: str) -> str:
   """Section 8: the operative config."""
   del out_dir
-  text = _read_text(os.path.join(model_dir, 'config.gin'))
+  text = report_data.read_text(os.path.join(model_dir, 'config.gin'))
   if text is None:
     return _note(f'config.gin: {NOT_AVAILABLE}.')
   return f'<pre id="config">{_e(text)}</pre>'
