@@ -28,7 +28,15 @@ pytest.importorskip('safetensors')
 
 from safetensors import torch as safetensors_torch  # noqa: E402
 
-from rest_jax import checkpoints, errors, models, network, reward_model, t5_import  # noqa: E402
+from rest_jax import (  # noqa: E402
+  checkpoints,
+  errors,
+  models,
+  network,
+  reward_model,
+  t5_convert,
+  t5_import,
+)
 
 VOCAB = 96
 TOL = 1e-4
@@ -194,7 +202,7 @@ def test_logits_match_transformers(tmp_path, variant, fmt):
     't5': (2, 2),
     'mt5': (3, 2),
   }[variant]
-  params = t5_import.convert_policy_params(t5_import.load_state_dict(folder), cfg)
+  params = t5_convert.convert_policy_params(t5_import.load_state_dict(folder), cfg)
   b = batch()
   theirs, _ = hf_outputs(hf_model(variant), b)
   ours = our_logits(models.EncoderDecoderModel(cfg), params, b)
@@ -214,7 +222,7 @@ def test_saved_by_installed_transformers_untied_config(tmp_path):
   model.save_pretrained(folder)
   cfg = t5_import.load_hf_config(folder)
   assert not cfg.logits_via_embedding  # T5 v1.1 never rescales the decoder output.
-  params = t5_import.convert_policy_params(t5_import.load_state_dict(folder), cfg)
+  params = t5_convert.convert_policy_params(t5_import.load_state_dict(folder), cfg)
   b = batch(1)
   theirs, _ = hf_outputs(model, b)
   ours = our_logits(models.EncoderDecoderModel(cfg), params, b)
@@ -241,7 +249,7 @@ def test_reward_model_encoder_matches_transformers(tmp_path):
   # A T5EncoderModel checkpoint holds only these.
   encoder_only = {k: v for k, v in state.items() if k.startswith(('shared.', 'encoder.'))}
   rm_config = reward_model.RewardModelConfig(encoder=cfg, max_length=9)
-  params = t5_import.reward_model_params(encoder_only, rm_config, jax.random.key(0))
+  params = t5_convert.reward_model_params(encoder_only, rm_config, jax.random.key(0))
   b = batch()
   tokens = b['encoder_input_tokens']
   raw, state_vars = reward_model.RewardModel(rm_config).apply(
@@ -312,7 +320,7 @@ def test_import_run_writes_a_reward_model_encoder(tmp_path):
   cfg = t5_import.load_hf_config(folder)
   rm_config = reward_model.RewardModelConfig(encoder=cfg, max_length=12)
   params, step = reward_model.load_params(rm_config, result['checkpoint_dir'])
-  expected = t5_import.convert_encoder_params(t5_import.load_state_dict(folder), cfg)
+  expected = t5_convert.convert_encoder_params(t5_import.load_state_dict(folder), cfg)
   assert step == 0 and set(params) == {*expected, 'head'}
   encoder = {k: v for k, v in params.items() if k != 'head'}
   for got, want in zip(jax.tree.leaves(encoder), jax.tree.leaves(expected)):
@@ -343,20 +351,20 @@ def test_config_mapping_follows_transformers_versions():
     'd_ff': 1024,
     'num_layers': 8,
   }
-  cfg = t5_import.config_from_hf(base)  # Original T5 defaults: ReLU, tied, rescaled.
+  cfg = t5_convert.config_from_hf(base)  # Original T5 defaults: ReLU, tied, rescaled.
   assert cfg.mlp_activations == ('relu',) and cfg.logits_via_embedding
   assert cfg.num_decoder_layers == 8 and cfg.relative_attention_max_distance == 128
   # t5-v1_1 / flan-t5 on the hub.
   hub = {**base, 'feed_forward_proj': 'gated-gelu', 'tie_word_embeddings': False}
-  assert not t5_import.config_from_hf(hub).logits_via_embedding
+  assert not t5_convert.config_from_hf(hub).logits_via_embedding
   # transformers >= 5 writes tie_word_embeddings: true and scale_decoder_outputs.
   v5 = {**hub, 'tie_word_embeddings': True, 'scale_decoder_outputs': False}
-  assert not t5_import.config_from_hf(v5).logits_via_embedding
+  assert not t5_convert.config_from_hf(v5).logits_via_embedding
   mt5 = {**base, 'model_type': 'mt5', 'tie_word_embeddings': True}
-  assert t5_import.config_from_hf({**mt5, 'transformers_version': '4.46.0'}).logits_via_embedding
-  v5_mt5 = t5_import.config_from_hf({**mt5, 'transformers_version': '5.0.0'})
+  assert t5_convert.config_from_hf({**mt5, 'transformers_version': '4.46.0'}).logits_via_embedding
+  v5_mt5 = t5_convert.config_from_hf({**mt5, 'transformers_version': '5.0.0'})
   assert not v5_mt5.logits_via_embedding and v5_mt5.mlp_activations == ('gelu', 'linear')
-  silu = t5_import.config_from_hf({**base, 'feed_forward_proj': 'gated-silu'})
+  silu = t5_convert.config_from_hf({**base, 'feed_forward_proj': 'gated-silu'})
   assert silu.mlp_activations == ('silu', 'linear')
   for bad in (
     {**base, 'feed_forward_proj': 'gated-tanh'},
@@ -364,7 +372,7 @@ def test_config_mapping_follows_transformers_versions():
     {**base, 'decoder_start_token_id': 5},
   ):
     with pytest.raises(errors.UserInputError):
-      t5_import.config_from_hf(bad)
+      t5_convert.config_from_hf(bad)
 
 
 def test_clear_errors(tmp_path):
@@ -396,11 +404,11 @@ def test_clear_errors(tmp_path):
     k: v.detach().numpy() for k, v in hf_model('t5').state_dict().items() if 'block.1.' not in k
   }
   with pytest.raises(errors.UserInputError, match=r'lacks .*block\.1\.'):
-    t5_import.convert_policy_params(state, cfg)
+    t5_convert.convert_policy_params(state, cfg)
   state = {k: v.detach().numpy() for k, v in hf_model('t5').state_dict().items()}
   state['encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight'] = np.zeros((8, 4))
   with pytest.raises(errors.UserInputError, match='UMT5'):
-    t5_import.convert_policy_params(state, cfg)
+    t5_convert.convert_policy_params(state, cfg)
 
 
 def test_clear_error_for_shapes_that_do_not_match_the_config(tmp_path):
@@ -408,7 +416,7 @@ def test_clear_error_for_shapes_that_do_not_match_the_config(tmp_path):
   cfg = t5_import.load_hf_config(folder)
   wrong = dataclasses.replace(cfg, head_dim=4)
   with pytest.raises(errors.UserInputError, match='shape'):
-    t5_import.convert_policy_params(t5_import.load_state_dict(folder), wrong)
+    t5_convert.convert_policy_params(t5_import.load_state_dict(folder), wrong)
 
 
 def test_module_imports_without_tensorflow_torch_or_transformers():
