@@ -52,6 +52,7 @@ from rest_jax import (
   errors,
   evaluation,
   files,
+  filter_masks,
   filtering,
   gin_utils,
   grow,
@@ -225,7 +226,7 @@ def _filter_round(round_dir: str, config: ImproveConfig, improve_step: int) -> t
     'kept_mean_reward': float(cols['reward'][result.mask].mean()),
   }
   by_tau = result.tau is not None and np.array_equal(
-    filtering.keep_above(cols['reward'], result.tau), result.mask
+    filter_masks.keep_above(cols['reward'], result.tau), result.mask
   )
   return result, stats, keys, by_tau
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import gin
-from rest_jax import errors, filtering
+from rest_jax import errors, filter_masks, filtering
 
 # Four sources: 0 has a tie (0.5, 0.5), 1 is all equal, 2 is spread out, 3 has one sample.
 #                 |------ source 0 -----|------ source 1 -----|------ source 2 -----| 3 |
@@ -29,46 +29,46 @@ def _eq(actual, expected):
 
 
 def test_keep_above_is_strict():
-  _eq(filtering.keep_above(R, 0.5), _mask(3, 4, 5, 6, 7, 10, 11))
+  _eq(filter_masks.keep_above(R, 0.5), _mask(3, 4, 5, 6, 7, 10, 11))
   # Ties at tau are dropped: the two 0.6s and the four 0.7s.
-  _eq(filtering.keep_above(R, 0.6), _mask(4, 5, 6, 7, 11))
-  _eq(filtering.keep_above(R, 0.7), _mask(11))
-  _eq(filtering.keep_above(R, 0.8), _mask())
-  _eq(filtering.keep_above(R, 0.0), np.ones(13, bool))
-  assert filtering.keep_above(R, 0.5).dtype == bool
+  _eq(filter_masks.keep_above(R, 0.6), _mask(4, 5, 6, 7, 11))
+  _eq(filter_masks.keep_above(R, 0.7), _mask(11))
+  _eq(filter_masks.keep_above(R, 0.8), _mask())
+  _eq(filter_masks.keep_above(R, 0.0), np.ones(13, bool))
+  assert filter_masks.keep_above(R, 0.5).dtype == bool
 
 
 def test_keep_above_compares_in_the_rewards_dtype():
   # float32(0.8) is above the float64 0.8; in float32 it equals it, as in the TF filter.
   r32 = np.array([0.8, 0.9, 0.7], np.float32)
   assert float(r32[0]) > 0.8
-  _eq(filtering.keep_above(r32, 0.8), [False, True, False])
+  _eq(filter_masks.keep_above(r32, 0.8), [False, True, False])
   _eq(filtering.FixedThresholds((0.8,)).mask(0, r32, [0, 0, 1]), [False, True, False])
   # Lists and integer rewards work too.
-  _eq(filtering.keep_above([0, 1, 2], 1), [False, False, True])
+  _eq(filter_masks.keep_above([0, 1, 2], 1), [False, False, True])
 
 
 def test_global_percentile_threshold():
-  assert filtering.global_percentile_threshold(R, 0) == 0.1
-  assert filtering.global_percentile_threshold(R, 25) == 0.4  # Position 3.
-  assert filtering.global_percentile_threshold(R, 50) == 0.6  # Position 6.
-  assert filtering.global_percentile_threshold(R, 90) == 0.7  # Position 10.8, 0.7 both sides.
-  assert filtering.global_percentile_threshold(R, 95) == pytest.approx(0.74)  # 11.4.
-  assert filtering.global_percentile_threshold(R, 100) == 0.8
-  assert isinstance(filtering.global_percentile_threshold(R, 50), float)
+  assert filter_masks.global_percentile_threshold(R, 0) == 0.1
+  assert filter_masks.global_percentile_threshold(R, 25) == 0.4  # Position 3.
+  assert filter_masks.global_percentile_threshold(R, 50) == 0.6  # Position 6.
+  assert filter_masks.global_percentile_threshold(R, 90) == 0.7  # Position 10.8, 0.7 both sides.
+  assert filter_masks.global_percentile_threshold(R, 95) == pytest.approx(0.74)  # 11.4.
+  assert filter_masks.global_percentile_threshold(R, 100) == 0.8
+  assert isinstance(filter_masks.global_percentile_threshold(R, 50), float)
   # p90 keeps only what is strictly above the tied 0.7s.
-  _eq(filtering.keep_above(R, filtering.global_percentile_threshold(R, 90)), _mask(11))
+  _eq(filter_masks.keep_above(R, filter_masks.global_percentile_threshold(R, 90)), _mask(11))
 
 
 def test_reward_summary():
-  s = filtering.reward_summary(R)
+  s = filter_masks.reward_summary(R)
   assert list(s) == ['count', 'mean', 'std', 'min', 'p10', 'p50', 'p90', 'max']
   assert s['count'] == 13
   assert s['mean'] == pytest.approx(6.8 / 13)
   assert s['std'] == pytest.approx(np.sqrt(np.mean((R - 6.8 / 13) ** 2)))
   assert (s['min'], s['p50'], s['p90'], s['max']) == (0.1, 0.6, 0.7, 0.8)
   assert s['p10'] == pytest.approx(0.22)  # Position 1.2 between 0.2 and 0.3.
-  empty = filtering.reward_summary([])
+  empty = filter_masks.reward_summary([])
   assert empty['count'] == 0 and np.isnan(empty['mean']) and np.isnan(empty['max'])
 
 
@@ -90,15 +90,15 @@ def test_reward_summary():
   ],
 )
 def test_per_source_percentile_mask(p, kept):
-  _eq(filtering.per_source_percentile_mask(R, S, p), _mask(*kept))
+  _eq(filter_masks.per_source_percentile_mask(R, S, p), _mask(*kept))
 
 
 def test_per_source_percentile_all_equal_and_single_sample_sources_keep_nothing():
   for p in (0, 10, 50, 99.9):
-    m = filtering.per_source_percentile_mask(R, S, p)
+    m = filter_masks.per_source_percentile_mask(R, S, p)
     assert not m[4:8].any()  # Source 1: all 0.7.
     assert not m[12]  # Source 3: a single sample.
-  _eq(filtering.per_source_percentile_mask([0.3], [5], 0), [False])
+  _eq(filter_masks.per_source_percentile_mask([0.3], [5], 0), [False])
 
 
 def test_per_source_masks_do_not_depend_on_order_or_id_values():
@@ -106,13 +106,13 @@ def test_per_source_masks_do_not_depend_on_order_or_id_values():
   ids = np.array([70, -3, 12, 5])[S]  # Arbitrary, non-contiguous ids.
   for p in (0, 50, 75):
     _eq(
-      filtering.per_source_percentile_mask(R[perm], ids[perm], p),
-      filtering.per_source_percentile_mask(R, S, p)[perm],
+      filter_masks.per_source_percentile_mask(R[perm], ids[perm], p),
+      filter_masks.per_source_percentile_mask(R, S, p)[perm],
     )
   for gamma in (0, 0.5):
     _eq(
-      filtering.per_source_interpolation_mask(R[perm], ids[perm], gamma),
-      filtering.per_source_interpolation_mask(R, S, gamma)[perm],
+      filter_masks.per_source_interpolation_mask(R[perm], ids[perm], gamma),
+      filter_masks.per_source_interpolation_mask(R, S, gamma)[perm],
     )
 
 
@@ -128,7 +128,7 @@ def test_per_source_percentile_matches_numpy_per_source():
         rows = s == x
         tau = np.percentile(rd[rows].astype(np.float64), p)
         expected[rows] = rd[rows] > np.asarray(tau).astype(dtype)
-      _eq(filtering.per_source_percentile_mask(rd, s, p), expected)
+      _eq(filter_masks.per_source_percentile_mask(rd, s, p), expected)
 
 
 # ---------------------------------------------------------------------------
@@ -145,7 +145,7 @@ def test_per_source_percentile_matches_numpy_per_source():
   ],
 )
 def test_per_source_interpolation_mask(gamma, kept):
-  _eq(filtering.per_source_interpolation_mask(R, S, gamma), _mask(*kept))
+  _eq(filter_masks.per_source_interpolation_mask(R, S, gamma), _mask(*kept))
 
 
 def test_per_source_interpolation_all_equal_sources_keep_nothing():
@@ -154,15 +154,15 @@ def test_per_source_interpolation_all_equal_sources_keep_nothing():
   s = np.array([0, 0, 0, 1, 1, 1])
   assert np.mean(r[:3]) != 0.1
   for gamma in (0.0, 0.3, 1.0):
-    _eq(filtering.per_source_interpolation_mask(r, s, gamma), np.zeros(6, bool))
+    _eq(filter_masks.per_source_interpolation_mask(r, s, gamma), np.zeros(6, bool))
 
 
 def test_per_source_interpolation_tie_at_the_mean_is_dropped():
   # Exact in binary: the mean of source 0 is exactly 0.5, of source 1 exactly 0.25.
   r = np.array([0.25, 0.5, 0.75, 0.0, 0.25, 0.5])
   s = np.array([0, 0, 0, 1, 1, 1])
-  _eq(filtering.per_source_interpolation_mask(r, s, 0.0), [0, 0, 1, 0, 0, 1])
-  _eq(filtering.per_source_interpolation_mask(r, s, 0.5), [0, 0, 1, 0, 0, 1])  # 0.625, 0.375.
+  _eq(filter_masks.per_source_interpolation_mask(r, s, 0.0), [0, 0, 1, 0, 0, 1])
+  _eq(filter_masks.per_source_interpolation_mask(r, s, 0.5), [0, 0, 1, 0, 0, 1])  # 0.625, 0.375.
 
 
 @pytest.mark.parametrize('dtype', [np.float32, np.float64])
@@ -179,7 +179,7 @@ def test_per_source_interpolation_matches_a_loop(dtype):
       v64 = v.astype(np.float64)
       tau = np.clip(gamma * v64.max() + (1 - gamma) * v64.mean(), v64.min(), v64.max())
       expected[s == x] = v > np.asarray(tau).astype(dtype)
-    _eq(filtering.per_source_interpolation_mask(r, s, gamma), expected)
+    _eq(filter_masks.per_source_interpolation_mask(r, s, gamma), expected)
 
 
 # ---------------------------------------------------------------------------
@@ -194,13 +194,13 @@ H = np.array([1, 0, 0, 0, 1, 0, 0, 1])  # int64 0/1, as grow_io reads it.
 
 def test_is_human_statistics_come_from_samples():
   # Samples of source 0: p75 = 0.5 (all rows: 0.675); source 1 uses its own row (0.5).
-  _eq(filtering.per_source_percentile_mask(RH, SH, 75, is_human=H), [1, 0, 0, 1, 0, 0, 0, 0])
-  _eq(filtering.per_source_percentile_mask(RH, SH, 75), [1, 0, 0, 0, 0, 0, 0, 0])
+  _eq(filter_masks.per_source_percentile_mask(RH, SH, 75, is_human=H), [1, 0, 0, 1, 0, 0, 0, 0])
+  _eq(filter_masks.per_source_percentile_mask(RH, SH, 75), [1, 0, 0, 0, 0, 0, 0, 0])
   # Samples of source 0: 0.5 * 0.6 + 0.5 * 0.4 = 0.5 (all rows: 0.7125).
-  _eq(filtering.per_source_interpolation_mask(RH, SH, 0.5, is_human=H), [1, 0, 0, 1, 0, 0, 0, 0])
-  _eq(filtering.per_source_interpolation_mask(RH, SH, 0.5), [1, 0, 0, 0, 0, 0, 0, 0])
+  _eq(filter_masks.per_source_interpolation_mask(RH, SH, 0.5, is_human=H), [1, 0, 0, 1, 0, 0, 0, 0])
+  _eq(filter_masks.per_source_interpolation_mask(RH, SH, 0.5), [1, 0, 0, 0, 0, 0, 0, 0])
   # gamma = 1: a human reference better than every sample is still kept.
-  _eq(filtering.per_source_interpolation_mask(RH, SH, 1.0, is_human=H), [1, 0, 0, 0, 0, 0, 0, 0])
+  _eq(filter_masks.per_source_interpolation_mask(RH, SH, 1.0, is_human=H), [1, 0, 0, 0, 0, 0, 0, 0])
   # Global p80 of the samples [0.2 0.3 0.3 0.4 0.6] is 0.44 (all rows: 0.56).
   sched = filtering.GlobalPercentiles((80,))
   assert sched.threshold(0, RH, H) == pytest.approx(0.44)
@@ -208,8 +208,8 @@ def test_is_human_statistics_come_from_samples():
   _eq(sched.mask(0, RH, SH), [1, 0, 0, 1, 0, 0, 0, 0])
   # Every row human: all rows make the statistics.
   _eq(
-    filtering.per_source_percentile_mask(RH, SH, 75, is_human=np.ones(8, bool)),
-    filtering.per_source_percentile_mask(RH, SH, 75),
+    filter_masks.per_source_percentile_mask(RH, SH, 75, is_human=np.ones(8, bool)),
+    filter_masks.per_source_percentile_mask(RH, SH, 75),
   )
 
 
@@ -228,16 +228,16 @@ def test_is_human_statistics_come_from_samples():
   ],
 )
 def test_top_k_per_source_mask(k, min_reward, kept):
-  _eq(filtering.top_k_per_source_mask(R, S, k, min_reward), _mask(*kept))
+  _eq(filter_masks.top_k_per_source_mask(R, S, k, min_reward), _mask(*kept))
 
 
 def test_top_k_ties_break_by_index_with_interleaved_sources():
   r = np.array([0.5, 0.5, 0.9, 0.5, 0.5, 0.5])
   s = np.array([7, -1, 7, 7, -1, 7])
-  _eq(filtering.top_k_per_source_mask(r, s, 1), [0, 1, 1, 0, 0, 0])
-  _eq(filtering.top_k_per_source_mask(r, s, 2), [1, 1, 1, 0, 1, 0])
-  _eq(filtering.top_k_per_source_mask(r, s, 3), [1, 1, 1, 1, 1, 0])
-  _eq(filtering.top_k_per_source_mask(r, s, 2, min_reward=0.9), np.zeros(6, bool))
+  _eq(filter_masks.top_k_per_source_mask(r, s, 1), [0, 1, 1, 0, 0, 0])
+  _eq(filter_masks.top_k_per_source_mask(r, s, 2), [1, 1, 1, 0, 1, 0])
+  _eq(filter_masks.top_k_per_source_mask(r, s, 3), [1, 1, 1, 1, 1, 0])
+  _eq(filter_masks.top_k_per_source_mask(r, s, 2, min_reward=0.9), np.zeros(6, bool))
 
 
 def test_top_k_matches_a_loop():
@@ -249,7 +249,7 @@ def test_top_k_matches_a_loop():
     for x in np.unique(s):
       rows = [i for i in np.flatnonzero(s == x) if floor is None or r[i] > floor]
       expected[sorted(rows, key=lambda i: (-r[i], i))[:k]] = True
-    _eq(filtering.top_k_per_source_mask(r, s, k, floor), expected)
+    _eq(filter_masks.top_k_per_source_mask(r, s, k, floor), expected)
 
 
 # ---------------------------------------------------------------------------
@@ -404,28 +404,34 @@ def test_apply_schedule_fallback_that_keeps_too_few_raises():
 @pytest.mark.parametrize(
   'call, match',
   [
-    (lambda: filtering.global_percentile_threshold(R, 101), r'p=101.0 is outside \[0, 100\]'),
-    (lambda: filtering.global_percentile_threshold(R, -1), r'p=-1.0'),
-    (lambda: filtering.global_percentile_threshold(R, float('nan')), r'p=nan'),
-    (lambda: filtering.global_percentile_threshold([], 50), 'no rewards'),
-    (lambda: filtering.per_source_percentile_mask(R, S, 150), r'p=150.0'),
-    (lambda: filtering.per_source_interpolation_mask(R, S, 1.5), r'gamma=1.5 is outside \[0, 1\]'),
-    (lambda: filtering.per_source_interpolation_mask(R, S, -0.1), r'gamma=-0.1'),
-    (lambda: filtering.top_k_per_source_mask(R, S, 0), r'k=0 must be >= 1'),
-    (lambda: filtering.top_k_per_source_mask(R, S, 1.5), r'k=1.5 must be an integer'),
-    (lambda: filtering.top_k_per_source_mask(R, S, 2, float('inf')), 'min_reward=inf'),
-    (lambda: filtering.keep_above(R, float('nan')), 'tau=nan'),
+    (lambda: filter_masks.global_percentile_threshold(R, 101), r'p=101.0 is outside \[0, 100\]'),
+    (lambda: filter_masks.global_percentile_threshold(R, -1), r'p=-1.0'),
+    (lambda: filter_masks.global_percentile_threshold(R, float('nan')), r'p=nan'),
+    (lambda: filter_masks.global_percentile_threshold([], 50), 'no rewards'),
+    (lambda: filter_masks.per_source_percentile_mask(R, S, 150), r'p=150.0'),
     (
-      lambda: filtering.per_source_percentile_mask(R, S[:-1], 50),
+      lambda: filter_masks.per_source_interpolation_mask(R, S, 1.5),
+      r'gamma=1.5 is outside \[0, 1\]',
+    ),
+    (lambda: filter_masks.per_source_interpolation_mask(R, S, -0.1), r'gamma=-0.1'),
+    (lambda: filter_masks.top_k_per_source_mask(R, S, 0), r'k=0 must be >= 1'),
+    (lambda: filter_masks.top_k_per_source_mask(R, S, 1.5), r'k=1.5 must be an integer'),
+    (lambda: filter_masks.top_k_per_source_mask(R, S, 2, float('inf')), 'min_reward=inf'),
+    (lambda: filter_masks.keep_above(R, float('nan')), 'tau=nan'),
+    (
+      lambda: filter_masks.per_source_percentile_mask(R, S[:-1], 50),
       'source_ids has 12 entries but rewards has 13',
     ),
-    (lambda: filtering.top_k_per_source_mask(R, S[:-1], 2), 'source_ids has 12 entries'),
+    (lambda: filter_masks.top_k_per_source_mask(R, S[:-1], 2), 'source_ids has 12 entries'),
     (lambda: filtering.FixedThresholds().mask(0, R, S[:5]), 'source_ids has 5 entries'),
-    (lambda: filtering.per_source_percentile_mask(R, S.astype(float), 50), 'must be integers'),
-    (lambda: filtering.keep_above(R.reshape(1, -1), 0.5), r'1-D array \[M\]; got shape \(1, 13\)'),
-    (lambda: filtering.keep_above([0.1, float('nan')], 0.5), 'non-finite value.*index 1'),
-    (lambda: filtering.per_source_percentile_mask(R, S, 50, is_human=[1, 0]), 'is_human'),
-    (lambda: filtering.per_source_percentile_mask(R, S, 50, is_human=S), 'is_human'),
+    (lambda: filter_masks.per_source_percentile_mask(R, S.astype(float), 50), 'must be integers'),
+    (
+      lambda: filter_masks.keep_above(R.reshape(1, -1), 0.5),
+      r'1-D array \[M\]; got shape \(1, 13\)',
+    ),
+    (lambda: filter_masks.keep_above([0.1, float('nan')], 0.5), 'non-finite value.*index 1'),
+    (lambda: filter_masks.per_source_percentile_mask(R, S, 50, is_human=[1, 0]), 'is_human'),
+    (lambda: filter_masks.per_source_percentile_mask(R, S, 50, is_human=S), 'is_human'),
     (lambda: filtering.FixedThresholds(()), 'FixedThresholds.thresholds is empty'),
     (lambda: filtering.FixedThresholds((0.5, float('inf'))), r'thresholds\[1\]=inf'),
     (lambda: filtering.FixedThresholds(0.5), 'must be a sequence'),
@@ -456,9 +462,9 @@ def test_bad_config_raises_value_error(call, match):
 def test_empty_rounds():
   empty = np.zeros(0)
   ids = np.zeros(0, int)
-  _eq(filtering.keep_above(empty, 0.5), np.zeros(0, bool))
-  _eq(filtering.per_source_percentile_mask(empty, ids, 50), np.zeros(0, bool))
-  _eq(filtering.per_source_interpolation_mask(empty, ids, 0.5), np.zeros(0, bool))
-  _eq(filtering.top_k_per_source_mask(empty, ids, 3), np.zeros(0, bool))
+  _eq(filter_masks.keep_above(empty, 0.5), np.zeros(0, bool))
+  _eq(filter_masks.per_source_percentile_mask(empty, ids, 50), np.zeros(0, bool))
+  _eq(filter_masks.per_source_interpolation_mask(empty, ids, 0.5), np.zeros(0, bool))
+  _eq(filter_masks.top_k_per_source_mask(empty, ids, 3), np.zeros(0, bool))
   with pytest.raises(filtering.FilterTooStrictError, match='kept 0 of 0'):
     filtering.apply_schedule(filtering.FixedThresholds(), 0, empty, ids)

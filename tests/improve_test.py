@@ -12,6 +12,7 @@ import test_utils
 from rest_jax import (
   checkpoints,
   evaluation,
+  filter_masks,
   filtering,
   grow,
   grow_io,
@@ -108,7 +109,7 @@ def test_keys_filter_selects_exactly_the_mask(grown):
   _, _, model_dir = grown
   round_dir = grow.round_dir(model_dir, 1)
   cols = grow_io.read_records(round_dir)
-  mask = filtering.top_k_per_source_mask(cols['reward'], cols['source_id'], 1)
+  mask = filter_masks.top_k_per_source_mask(cols['reward'], cols['source_id'], 1)
   keys = grow_io.record_keys(cols['source_id'], cols['sample_index'])
   assert len(set(keys.tolist())) == len(keys)  # One key per record.
   name = grow_io.register_round_task(
