@@ -225,6 +225,13 @@ def describe_mismatch(saved: Any, expected: Any) -> str | None:
       f'shape of {shape[0]}: checkpoint {have[shape[0]]}, model {want[shape[0]]}'
       + (f' (and {len(shape) - 1} more)' if len(shape) > 1 else '')
     )
+  embedding = [k for k in shape if k.endswith('token_embedder/embedding')]
+  saved_vocab, model_vocab = (have[embedding[0]][0], want[embedding[0]][0]) if embedding else (0, 0)
+  if saved_vocab != model_vocab:  # [vocab, embed]: another VOCAB_SIZE, likely another vocabulary.
+    parts.append(
+      f'the vocabulary sizes differ (checkpoint {saved_vocab}, model {model_vocab}): set '
+      f'VOCAB_SIZE={saved_vocab} and the vocabulary the checkpoint was trained with'
+    )
   absent = sorted(k for k in want if k not in have)
   if absent:
     parts.append(f'the checkpoint lacks {len(absent)} model params, e.g. {absent[:2]}')

@@ -15,12 +15,19 @@ that need a file name, such as a TFRecord writer or `savefig`) or one of
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 from collections.abc import Iterator
 from typing import Any
 
-from rest_jax import faults
+from rest_jax import errors, faults
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFullError(errors.UserInputError):
+  """The disk (or quota) filled up while a file was written; the old file is kept."""
 
 
 def _is_primary() -> bool:
@@ -40,7 +47,8 @@ def atomic_path(path: str) -> Iterator[str]:
 
   The parent folder is created. On an exception inside the block the
   temporary file is removed, `path` is left as it was, and the exception
-  propagates.
+  propagates; a full disk or quota (ENOSPC, EDQUOT) becomes `DiskFullError`,
+  one line that names `path`.
 
   Example:
     with files.atomic_path(shard) as tmp:
@@ -58,9 +66,15 @@ def atomic_path(path: str) -> Iterator[str]:
     finally:
       os.close(fd)
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     with contextlib.suppress(FileNotFoundError):
       os.remove(tmp)
+    if isinstance(e, OSError) and e.errno in _DISK_FULL:
+      raise DiskFullError(
+        f'{path}: no space left on the device ({e.strerror}); the file was not written and its '
+        'previous version, if any, is kept. Free some space (or use a MODEL_DIR on a larger '
+        'disk) and run the same command again.'
+      ) from e
     raise
 
 

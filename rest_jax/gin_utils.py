@@ -11,11 +11,13 @@ import copy
 import inspect
 import logging
 import os
+import re
 import sys
+import tokenize
 from collections.abc import Sequence
 
 import gin
-from rest_jax import errors
+from rest_jax import errors, files
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The repository's gin/ (a source checkout has setup.py beside it; an installed
@@ -50,6 +52,30 @@ class GinConfigError(errors.UserInputError):
   """A gin file or binding given on the command line is wrong."""
 
 
+# What gin raises for a file or binding it cannot parse or apply (a missing
+# include is an OSError, an unclosed bracket a tokenize.TokenError).
+_PARSE_ERRORS = (
+  ValueError,
+  KeyError,
+  NameError,
+  SyntaxError,
+  ImportError,
+  AttributeError,
+  OSError,
+  tokenize.TokenError,
+)
+
+
+def _first_line(e: BaseException) -> str:
+  """gin's message in one line: its first line, and the innermost file and line it names."""
+  lines = str(e).strip().splitlines() or [type(e).__name__]
+  text = lines[0].strip().removesuffix('.')
+  where = re.search(r'In file "([^"]+)", line (\d+)', str(e))
+  if where:
+    text += f' (in {where[1]}, line {where[2]})'
+  return f'{text}.'
+
+
 def default_search_paths() -> list[str]:
   """The repo's `gin/` (source checkout) and the installed copy, if present."""
   repo = REPO_GIN_DIR if os.path.exists(os.path.join(_REPO_ROOT, 'setup.py')) else None
@@ -82,7 +108,7 @@ def _resolve(path: str, search_paths: Sequence[str]) -> str:
       return os.path.join(root, path[4:])
   raise GinConfigError(
     f'--gin_file={path}: file not found in the working directory or the gin search paths '
-    f'{list(search_paths)}.'
+    f'{list(search_paths)}. Check the path, or add its folder with --gin_search_paths.'
   )
 
 
@@ -129,8 +155,11 @@ def parse_gin_flags(
     resolved = _resolve(gin_file, search_paths)
     try:
       gin.parse_config_file(resolved)
-    except (ValueError, KeyError, NameError, SyntaxError, ImportError, AttributeError) as e:
-      raise GinConfigError(f'--gin_file={gin_file} ({resolved}): {e}') from e
+    except _PARSE_ERRORS as e:
+      raise GinConfigError(
+        f'--gin_file={gin_file} ({resolved}): {_first_line(e)} Fix that line of the file '
+        '(or the include it names).'
+      ) from e
     for line in _import_lines(resolved, search_paths):
       if line not in imports:
         imports.append(line)
@@ -143,8 +172,11 @@ def parse_gin_flags(
       # With dynamic registration, module aliases (`tasks.X`) are per parse
       # unit: give each binding the imports of the files it overrides.
       gin.parse_config([*imports, binding])
-    except (ValueError, KeyError, NameError, SyntaxError, ImportError, AttributeError) as e:
-      raise GinConfigError(f'--gin_bindings={binding!r}: {e}') from e
+    except _PARSE_ERRORS as e:
+      raise GinConfigError(
+        f'--gin_bindings={binding!r}: {_first_line(e)} Bind module.function.parameter or a '
+        'MACRO (strings need inner quotes); --dry_run prints the operative config.'
+      ) from e
   try:
     gin.finalize()
   except (ValueError, KeyError) as e:
@@ -215,14 +247,11 @@ def write_config(model_dir: str, filename: str = 'config.gin') -> str:
 
   if not multihost.is_primary():
     return path
-  os.makedirs(model_dir, exist_ok=True)
-  tmp = path + '.tmp'
   text = gin.operative_config_str() or gin.config_str()
-  with open(tmp, 'w') as f:
+  with files.atomic_path(path) as tmp, open(tmp, 'w') as f:  # Creates model_dir.
     f.write('# Operative gin config, written by rest_jax; `python -m rest_jax.main` with\n')
     f.write(f'# argv: {" ".join(sys.argv)}\n\n')
     f.write(text)
-  os.replace(tmp, path)
   return path
 
 

@@ -203,6 +203,25 @@ def truncation_totals(shards: Sequence[Mapping[str, Any]]) -> dict[str, int | No
   }
 
 
+def describe_length_cap(manifest: Mapping[str, Any]) -> str | None:
+  """A round's length-cap counts (`TRUNCATION_COUNTS`) in one line; None if none hit the cap.
+
+  Grow logs it as a warning and `--run_mode=inspect` prints it.
+  """
+  counts = {k: int(manifest.get(k) or 0) for k in TRUNCATION_COUNTS}
+  if not any(counts.values()):
+    return None
+  cap = (manifest.get('grow_config') or {}).get('target_length', '?')
+  sampled = manifest.get('sampled_sequences')
+  drawn = '' if sampled is None else f' of {int(sampled) + counts["num_dropped_samples"]}'
+  return (
+    f'length cap: {counts["num_truncated_samples"]}{drawn} samples reached '
+    f'target_length={cap} without EOS ({counts["num_dropped_samples"]} of them dropped) and '
+    f'{counts["num_truncated_references"]} human references were stored truncated; raise '
+    '--gin.TARGET_LENGTH to keep them whole.'
+  )
+
+
 def write_manifest(round_dir: str, shards: Sequence[dict], **extra: Any) -> str:
   """Writes `manifest.json` (atomically) from the shard infos and round metadata.
 
@@ -232,7 +251,8 @@ def read_manifest(round_dir: str) -> dict:
   """Loads `round_dir/manifest.json`.
 
   Raises:
-    GrowDataError: no manifest (the round is missing or unfinished).
+    GrowDataError: no manifest (the round is missing or unfinished), or not a
+      manifest (not JSON, no list of shards).
   """
   path = os.path.join(round_dir, MANIFEST)
   if not tf.io.gfile.exists(path):
@@ -241,7 +261,15 @@ def read_manifest(round_dir: str) -> dict:
       'run --run_mode=grow for it (a restart continues from its finished shards).'
     )
   with tf.io.gfile.GFile(path) as f:
-    return json.load(f)
+    text = f.read()
+  fix = 'Delete it and rerun Grow for this round (its finished shards are kept).'
+  try:
+    manifest = json.loads(text)
+  except ValueError as e:
+    raise GrowDataError(f'{path}: not a Grow manifest ({e}). {fix}') from e
+  if not isinstance(manifest, dict) or not isinstance(manifest.get('shards'), list):
+    raise GrowDataError(f'{path}: not a Grow manifest (it has no list of shards). {fix}')
+  return manifest
 
 
 def _count_records(path: str) -> int:
@@ -268,7 +296,13 @@ def verify_round(round_dir: str) -> dict:
         f'{path}: sha256 {digest[:12]}... does not match the manifest '
         f'({shard["sha256"][:12]}...): the shard is corrupted or was changed; rerun Grow.'
       )
-    count = _count_records(path)
+    try:
+      count = _count_records(path)
+    except tf.errors.OpError as e:  # A bad CRC or a cut record: DataLossError.
+      raise GrowDataError(
+        f'{path}: not a readable TFRecord file ({e.message.splitlines()[0]}): the shard is '
+        'corrupted. Delete it and rerun Grow for this round (it rewrites the missing shard).'
+      ) from e
     if count != shard['count']:
       raise GrowDataError(
         f'{path}: {count} records but the manifest says {shard["count"]}; rerun Grow.'

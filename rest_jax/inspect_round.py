@@ -62,6 +62,7 @@ def summarize(manifest: dict, rec: dict, thresholds: Sequence[float], num_source
   Returns:
     A JSON-able dict: the manifest's round, policy step, reward source and
     sampling; record, source and human counts; distinct samples per source;
+    'length_cap' (`grow_io.describe_length_cap`, None when nothing hit it);
     reward statistics of samples and of human references; 'thresholds' (one
     row per tau: kept records, kept fraction, kept human references, sources
     with any record kept, mean and max kept per source) and 'examples'.
@@ -107,6 +108,7 @@ def summarize(manifest: dict, rec: dict, thresholds: Sequence[float], num_source
     'num_records': int(reward.size),
     'num_sources': num_src,
     'num_human': int(human.sum()),
+    'length_cap': grow_io.describe_length_cap(manifest),
     'distinct_samples_per_source': float(np.mean(distinct)) if distinct else 0.0,
     'reward_samples': grow_io.reward_statistics(reward[~human], thresholds),
     'reward_human': grow_io.reward_statistics(reward[human], thresholds),
@@ -129,6 +131,7 @@ def format_summary(s: dict) -> str:
     f'{s["num_human"]} human references; policy step {s["policy_step"]}; '
     f'reward {s["reward_source"]}; sampling {json.dumps(s["sampling"])}',
     f'distinct samples per source: {s["distinct_samples_per_source"]:.2f}',
+    *([s['length_cap']] if s.get('length_cap') else []),
     '',
     f'{"":8}{"mean":>7}{"std":>7}{"p10":>7}{"p50":>7}{"p90":>7}{"max":>7}',
   ]

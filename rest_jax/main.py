@@ -158,7 +158,7 @@ def _parse_flags(argv):
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    sys.exit(f'error: {e}\nPass --help for usage.')
+    sys.exit(f'error: {e}; pass --help for usage.')
 
 
 if __name__ == '__main__':

@@ -28,7 +28,8 @@ source's own value on its own scale, stored beside it for inspection.
 Metric sources (chrF, BLEU, exact match) need references; the learned reward
 model and a verifier by default do not. Every source checks that its inputs
 have equal lengths and that references are given when it needs them, and stops
-with a ValueError naming the source and the row on a non-finite value.
+with a ValueError (`errors.UserInputError`) naming the source and the row on a
+non-finite value.
 
 The classes are frozen dataclasses, bound directly by gin
 (`dynamic_registration`); nothing here imports TensorFlow.
@@ -48,7 +49,7 @@ import numpy as np
 import sacrebleu
 import sentencepiece
 
-from rest_jax import metrics, partitioning, reward_model
+from rest_jax import errors, metrics, partitioning, reward_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,9 +72,9 @@ class Rewards:
     bad = np.flatnonzero(~np.isfinite(reward) | ~np.isfinite(raw) | (reward < 0) | (reward > 1))
     if bad.size:
       i = int(bad[0])
-      raise ValueError(
+      raise errors.UserInputError(
         f'Rewards: row {i} has reward={reward[i]} raw={raw[i]}; rewards must be finite and in '
-        f'[0, 1] ({bad.size} bad rows).'
+        f'[0, 1] ({bad.size} bad rows). Fix the reward source that returned them.'
       )
     object.__setattr__(self, 'reward', reward)
     object.__setattr__(self, 'raw', raw)
@@ -157,9 +158,10 @@ def _check_finite(name: str, raw: np.ndarray) -> None:
   bad = np.flatnonzero(~np.isfinite(raw))
   if bad.size:
     i = int(bad[0])
-    raise ValueError(
+    raise errors.UserInputError(
       f'Reward {name!r} returned a non-finite value ({raw[i]}) for source index {i} '
-      f'({bad.size} such rows).'
+      f'({bad.size} such rows). Make it return finite numbers (a verifier: map failures to 0; '
+      'a learned reward: check or retrain its checkpoint).'
     )
 
 

@@ -38,6 +38,10 @@ class RunDirInUseError(errors.UserInputError):
   """Another run holds the lock of this MODEL_DIR."""
 
 
+class ModelDirNotWritableError(errors.UserInputError):
+  """MODEL_DIR cannot be created or written (permissions, a file in the way, read-only disk)."""
+
+
 def lock_path(model_dir: str) -> str:
   """The lock file of `model_dir`."""
   return os.path.join(model_dir, LOCK_NAME)
@@ -81,11 +85,15 @@ def _create(path: str, record: dict) -> bool:
     fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
   except FileExistsError:
     return False
-  with os.fdopen(fd, 'w') as f:
-    json.dump(record, f)
-    f.write('\n')
-    f.flush()
-    os.fsync(f.fileno())
+  try:
+    with os.fdopen(fd, 'w') as f:
+      json.dump(record, f)
+      f.write('\n')
+      f.flush()
+      os.fsync(f.fileno())
+  except BaseException:
+    os.remove(path)  # No half-written lock (a full disk) that would block the next run.
+    raise
   return True
 
 
@@ -126,8 +134,8 @@ def acquire(model_dir: str, run_mode: str) -> dict:
     RunDirInUseError: another run holds the lock (still running on this host,
       or on another host, where it cannot be checked), or the lock file cannot
       be read.
+    ModelDirNotWritableError: `model_dir` cannot be created or written.
   """
-  os.makedirs(model_dir, exist_ok=True)
   path = lock_path(model_dir)
   host = socket.gethostname()
   record = {
@@ -138,7 +146,15 @@ def acquire(model_dir: str, run_mode: str) -> dict:
     'token': uuid.uuid4().hex,
   }
   for _ in range(3):
-    if _create(path, record):
+    try:
+      os.makedirs(model_dir, exist_ok=True)
+      created = _create(path, record)
+    except OSError as e:
+      raise ModelDirNotWritableError(
+        f'MODEL_DIR {model_dir} cannot be written ({e.strerror}: {e.filename}). Give a MODEL_DIR '
+        'this user can create and write (check the path, its permissions and free space).'
+      ) from e
+    if created:
       return record
     holder = _read(path)
     if holder is None:
