@@ -142,10 +142,10 @@ def load_sources(cfg: GrowConfig) -> Sources:
     The sources: tokens [S_k] each (no EOS, no padding), texts and references.
 
   Raises:
-    tasks.DataError: a bad source range, or no sources from first_source on.
+    errors.DataError: a bad source range, or no sources from first_source on.
   """
   if cfg.first_source < 0 or (cfg.max_sources is not None and cfg.max_sources < 1):
-    raise tasks.DataError(
+    raise errors.DataError(
       f'GrowConfig: first_source={cfg.first_source} must be >= 0 and max_sources='
       f'{cfg.max_sources} None or >= 1.'
     )
@@ -174,7 +174,7 @@ def load_sources(cfg: GrowConfig) -> Sources:
       out.texts.append(str(src))
       out.references.append(str(ref))
   if not out.texts:
-    raise tasks.DataError(
+    raise errors.DataError(
       f'Grow: split {cfg.split!r} of {cfg.task} has no sources from first_source='
       f'{cfg.first_source} on ({seen} in the split).'
     )

@@ -43,6 +43,7 @@ from rest_jax import (
   partitioning,
   rewards,
   tasks,
+  vocabularies,
 )
 from rest_jax import sampler as sampler_lib
 
@@ -139,7 +140,7 @@ def _file_sources(cfg: InferConfig) -> tuple[list[np.ndarray], list[str], list[s
       )
   if not texts:
     raise errors.UserInputError(f'Infer: {cfg.input_file} has no sources.')
-  vocab = tasks.vocabulary_from_file(vocab_path)
+  vocab = vocabularies.vocabulary_from_file(vocab_path)
   tokens = [np.asarray(vocab.encode(t)[: cfg.input_length - 1], np.int32) for t in texts]
   return tokens, texts, refs
 
@@ -296,7 +297,7 @@ def infer(
   if cfg.task is not None:
     vocab = tasks.get_vocabulary(cfg.task)
   else:
-    vocab = tasks.vocabulary_from_file(cfg.vocab_path)
+    vocab = vocabularies.vocabulary_from_file(cfg.vocab_path)
   result, records = run_best_of_n(model, params, mesh, cfg, reward, vocab=vocab, progress=progress)
   result.update(
     label=name,

@@ -21,9 +21,9 @@ import seqio
 import tensorflow as tf
 from absl import logging
 
-from rest_jax import reward_model, tasks
+from rest_jax import corpus_files, reward_model, tasks
+from rest_jax.errors import DataError
 from rest_jax.judgments import Judgment
-from rest_jax.tasks import DataError
 
 # The per-example text features of a judgments task, besides 'inputs' and the scores.
 TEXT_FEATURES = ('source_pretokenized', 'candidate_pretokenized', 'reference_pretokenized', 'doc')
@@ -33,19 +33,19 @@ _TASK_MAX_LENGTH: dict[str, int] = {}
 
 
 def _check_name(name: str, what: str) -> None:
-  if not tasks._TASK_NAME_RE.match(name):
+  if not tasks.TASK_NAME_RE.match(name):
     raise DataError(
       f'{what} name {name!r} is not a valid seqio name: use letters, digits, "_", "." or ":".'
     )
 
 
 def _load_vocab(vocab_path: str) -> spm.SentencePieceProcessor:
-  tasks._require_file(vocab_path, 'register_judgments_task(vocab_path)')
+  corpus_files.require_file(vocab_path, 'register_judgments_task(vocab_path)')
   sp = spm.SentencePieceProcessor(model_file=vocab_path)
   if sp.pad_id() != 0 or sp.eos_id() != 1:
     raise DataError(
       f'{vocab_path}: the vocabulary has pad id {sp.pad_id()} and EOS id {sp.eos_id()}; the '
-      'reward model needs T5 ids (pad 0, EOS 1). Train it with tasks.train_sentencepiece.'
+      'reward model needs T5 ids (pad 0, EOS 1). Train it with vocabularies.train_sentencepiece.'
     )
   return sp
 

@@ -50,8 +50,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from rest_jax import corruptions, rewards, tasks
-from rest_jax.tasks import DataError
+from rest_jax import corpus_files, corruptions, rewards
+from rest_jax.errors import DataError
 
 # The MQM files: $REST_JAX_MQM_DIR, default <repo>/../shared/data/wmt-mqm.
 _REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -138,7 +138,7 @@ def read_judgments_tsv(
   _require_judgments_file(path, 'Fix the path given to read_judgments_tsv.')
   need = max(columns) + 1
   judgments = []
-  lines = tasks._read_lines(path, 'judgments TSV')
+  lines = corpus_files.read_lines(path, 'judgments TSV')
   for lineno, line in enumerate(lines, 1):
     if (has_header and lineno == 1) or not line.strip():
       continue
@@ -254,7 +254,7 @@ def load_mqm_ende(path: str | None = None) -> list[Judgment]:
     f'The MQM judgments are read from ${MQM_DIR_ENV} (default {DEFAULT_MQM_DIR}); set '
     f'{MQM_DIR_ENV} to the folder that holds {MQM_ENDE_FILE}.',
   )
-  lines = tasks._read_lines(path, 'MQM judgments')
+  lines = corpus_files.read_lines(path, 'MQM judgments')
   header = lines[0].split('\t') if lines else []
   missing = [name for name in _MQM_COLUMNS if name not in header]
   if missing:
@@ -337,7 +337,7 @@ def split_by_document(
 
   A judgment's document is its `doc`, or, when that is empty, its source
   sentence (so all candidates of a source stay together). The documents are
-  ordered by sha256(f'{seed}:{doc}') (the order `tasks` splits corpora by); the
+  ordered by sha256(f'{seed}:{doc}') (the order `corpus_files` splits corpora by); the
   first `num_eval_docs` are held out. Both parts keep the input order.
 
   Args:
@@ -366,8 +366,9 @@ def split_by_document(
       f'split_by_document: {len(groups)} documents, cannot hold out {num_eval_docs} and keep '
       'at least one for training. Hold out fewer, or give more documents.'
     )
-  # tasks' splitter orders distinct keys by sha256(f'{seed}:{key}'); each key is one pair here.
-  held = tasks._split_by_source([(key, key) for key in groups], num_eval_docs, 0, seed, '')
+  # corpus_files.split_by_source orders distinct keys by sha256(f'{seed}:{key}'); each key is
+  # one pair here.
+  held = corpus_files.split_by_source([(key, key) for key in groups], num_eval_docs, 0, seed, '')
   eval_docs = {key for key, _ in held['validation']}
   train = [j for j in judgments if _doc_key(j) not in eval_docs]
   held_out = [j for j in judgments if _doc_key(j) in eval_docs]

@@ -112,7 +112,7 @@ class JudgmentsConfig:
 
 def _corpus(task: Any) -> tasks.ParallelCorpus:
   if not isinstance(task, tasks.ParallelCorpus):
-    raise tasks.DataError('JudgmentsConfig.task must be a tasks.ParallelCorpus (e.g. Tatoeba).')
+    raise errors.DataError('JudgmentsConfig.task must be a tasks.ParallelCorpus (e.g. Tatoeba).')
   return task
 
 
@@ -137,7 +137,7 @@ def train_source_slice(cfg: JudgmentsConfig) -> tuple[int, int]:
   """
   size = len(_corpus(cfg.task).splits()['train'])
   if cfg.num_train_sources < 1:
-    raise tasks.DataError(
+    raise errors.DataError(
       f'JudgmentsConfig.num_train_sources={cfg.num_train_sources} must be >= 1.'
     )
   if cfg.first_train_source is None:
@@ -145,7 +145,7 @@ def train_source_slice(cfg: JudgmentsConfig) -> tuple[int, int]:
   else:
     first = cfg.first_train_source + (size if cfg.first_train_source < 0 else 0)
     if not 0 <= first < size:
-      raise tasks.DataError(
+      raise errors.DataError(
         f'JudgmentsConfig.first_train_source={cfg.first_train_source} is outside the train '
         f'split of {size} sources; use -{size} to {size - 1}, or None for the last '
         'num_train_sources.'
@@ -188,7 +188,7 @@ def _policy_judgments(
   wanted = {k: getattr(grow_cfg, k) for k in _G0_KEYS}
   got = {k: recorded.get(k, 0 if k == 'first_source' else None) for k in _G0_KEYS}
   if got != wanted:  # A finished round of another configuration is reused by grow.grow.
-    raise tasks.DataError(
+    raise errors.DataError(
       f'{out_dir} holds policy samples of {got}, but this reward model needs {wanted}. '
       'Delete that directory (it is re-sampled), or set first_train_source / '
       'num_train_sources / the lengths to match it.'
@@ -239,7 +239,7 @@ def _mqm(cfg: JudgmentsConfig) -> tuple[list[judgments.Judgment], list[judgments
     return [], []
   try:
     mqm = judgments.load_mqm_ende(cfg.mqm_path)
-  except tasks.DataError as e:
+  except errors.DataError as e:
     logging.warning('No MQM judgments: %s', e)
     return [], []
   return judgments.split_by_document(mqm, eval_fraction=cfg.mqm_eval_fraction, seed=cfg.seed)
@@ -403,7 +403,7 @@ def train_rm(
   gin_utils.write_config(model_dir, f'config_{name}.gin')
   cfg = judgments_config
   if cfg.labels not in judgments.LABELS:
-    raise tasks.DataError(f'JudgmentsConfig.labels={cfg.labels!r}; use one of {judgments.LABELS}.')
+    raise errors.DataError(f'JudgmentsConfig.labels={cfg.labels!r}; use one of {judgments.LABELS}.')
   first, count = train_source_slice(cfg)
   g0_dir = (
     grow.round_dir(model_dir, 0) if name == 'rm' else os.path.join(model_dir, 'grow', f'{name}_g0')
@@ -411,7 +411,7 @@ def train_rm(
   vocab_path = tasks.get_vocabulary(cfg.task).sentencepiece_model_file
   sp = spm.SentencePieceProcessor(model_file=vocab_path)
   if rm_config.encoder.vocab_size < sp.vocab_size():
-    raise tasks.DataError(
+    raise errors.DataError(
       f'Reward model vocab_size={rm_config.encoder.vocab_size} < {sp.vocab_size()} pieces of '
       f'{vocab_path}; set --gin.VOCAB_SIZE={sp.vocab_size()}.'
     )

@@ -11,6 +11,7 @@ import test_utils
 
 from rest_jax import (
   checkpoints,
+  errors,
   evaluation,
   filter_masks,
   filtering,
@@ -136,7 +137,7 @@ def test_keys_filter_selects_exactly_the_mask(grown):
 
 def test_pack_with_features_is_a_clear_error(grown):
   task = grown[0]
-  with pytest.raises(tasks.DataError, match='pack'):
+  with pytest.raises(errors.DataError, match='pack'):
     tasks.get_dataset(
       task,
       'train',

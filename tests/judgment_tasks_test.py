@@ -10,8 +10,8 @@ import pytest
 import sentencepiece as spm
 
 from rest_jax import judgment_tasks, judgments, reward_model, tasks
+from rest_jax.errors import DataError
 from rest_jax.judgments import Judgment
-from rest_jax.tasks import DataError
 
 _PAIRS = [
   ('I have a dog.', 'Ich habe einen Hund.'),

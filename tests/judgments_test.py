@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from rest_jax import corruptions, judgments, rewards
+from rest_jax.errors import DataError
 from rest_jax.judgments import Judgment
-from rest_jax.tasks import DataError
 
 _REAL_MQM = os.path.join(judgments.DEFAULT_MQM_DIR, judgments.MQM_ENDE_FILE)
 

@@ -87,7 +87,7 @@ def test_train_source_slice():
   assert slice_of(num_train_sources=500, first_train_source=-1000) == (size - 1000, 500)
   assert slice_of(num_train_sources=500, first_train_source=size - 100) == (size - 100, 100)
   for bad in (size, -size - 1):
-    with pytest.raises(tasks.DataError, match='first_train_source'):
+    with pytest.raises(errors.DataError, match='first_train_source'):
       slice_of(num_train_sources=5, first_train_source=bad)
 
 
@@ -105,7 +105,7 @@ def test_grow_first_source_selects_the_slice(tmp_path):
   assert [len(t) for t in got.tokens] == [len(t) for t in load(max_sources=12).tokens[7:]]
   assert load(first_source=len(train) - 3).texts == [s for s, _ in train[-3:]]  # To the end.
   assert load().texts == [s for s, _ in train]
-  with pytest.raises(tasks.DataError, match='first_source'):
+  with pytest.raises(errors.DataError, match='first_source'):
     load(first_source=len(train), max_sources=2)
 
 

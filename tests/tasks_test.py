@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from test_utils import synthetic_pairs as _synthetic_pairs
 
-from rest_jax import tasks
+from rest_jax import errors, tasks, vocabularies
 
 
 def _nfkc(text: str) -> str:
@@ -35,7 +35,7 @@ def tiny_vocab(tmp_path_factory) -> str:
   """A 100-piece vocabulary of the synthetic grammar, trained once."""
   path = str(tmp_path_factory.mktemp('vocab') / 'tiny.model')
   pairs = _synthetic_pairs(400)
-  return tasks.train_sentencepiece([t for pair in pairs for t in pair], path, 100)
+  return vocabularies.train_sentencepiece([t for pair in pairs for t in pair], path, 100)
 
 
 def _texts(corpus: tasks.ParallelCorpus, split: str, **kwargs) -> list[str]:
@@ -274,7 +274,7 @@ def test_vocabulary_trained_on_first_use_and_cached(tmp_path):
   assert os.stat(model).st_mtime_ns == mtime  # Reused, not retrained.
   with open(model, 'rb') as f:
     first = f.read()
-  retrained = tasks.train_sentencepiece(
+  retrained = vocabularies.train_sentencepiece(
     [t for pair in corpus.splits()['train'] for t in pair], str(tmp_path / 'again.model'), 100
   )
   with open(retrained, 'rb') as f:
@@ -300,10 +300,10 @@ def test_reregistering_a_changed_config_replaces_the_task(tmp_path, tiny_vocab):
 
 def test_missing_file_names_path_and_field(tmp_path):
   missing = str(tmp_path / 'nope.tsv')
-  with pytest.raises(tasks.DataError, match=r'ParallelCorpus\.train_path.*nope\.tsv'):
+  with pytest.raises(errors.DataError, match=r'ParallelCorpus\.train_path.*nope\.tsv'):
     tasks.ParallelCorpus(name='missing', train_path=missing).splits()
   path = _write_tsv(tmp_path / 'c.tsv', _synthetic_pairs(20))
-  with pytest.raises(tasks.DataError, match=r'ParallelCorpus\.vocab_path.*no\.model'):
+  with pytest.raises(errors.DataError, match=r'ParallelCorpus\.vocab_path.*no\.model'):
     tasks.ParallelCorpus(
       name='missing_vocab', train_path=path, vocab_path=str(tmp_path / 'no.model')
     ).register()
@@ -320,37 +320,37 @@ def test_missing_file_names_path_and_field(tmp_path):
 def test_malformed_line_names_file_and_line(tmp_path, bad_line, problem):
   lines = [f'{s}\t{t}' for s, t in _synthetic_pairs(5)]
   path = _write(tmp_path / 'bad.tsv', lines[:3] + ['', bad_line] + lines[3:])
-  with pytest.raises(tasks.DataError, match=rf'bad\.tsv, line 5 .*{problem}'):
+  with pytest.raises(errors.DataError, match=rf'bad\.tsv, line 5 .*{problem}'):
     tasks.ParallelCorpus(name='bad', train_path=path).splits()
 
 
 def test_empty_corpus(tmp_path):
   path = _write(tmp_path / 'empty.tsv.gz', ['', '   '], gz=True)
-  with pytest.raises(tasks.DataError, match=r'empty\.tsv\.gz.*no sentence pairs'):
+  with pytest.raises(errors.DataError, match=r'empty\.tsv\.gz.*no sentence pairs'):
     tasks.ParallelCorpus(name='empty', train_path=path).splits()
 
 
 def test_mismatched_line_counts(tmp_path):
   source = _write(tmp_path / 'a.en', ['One.', 'Two.', 'Three.'])
   target = _write(tmp_path / 'a.de', ['Eins.', 'Zwei.'])
-  with pytest.raises(tasks.DataError, match=r'a\.en.*3 lines.*a\.de.*2'):
+  with pytest.raises(errors.DataError, match=r'a\.en.*3 lines.*a\.de.*2'):
     tasks.ParallelCorpus(name='mismatch', train_path=source, train_target_path=target).splits()
 
 
 def test_too_few_sentences_for_the_split(tmp_path):
   path = _write_tsv(tmp_path / 'c.tsv', _synthetic_pairs(10))
-  with pytest.raises(tasks.DataError, match=r'c\.tsv: 10 distinct source sentences'):
+  with pytest.raises(errors.DataError, match=r'c\.tsv: 10 distinct source sentences'):
     tasks.ParallelCorpus(name='small', train_path=path).splits()
 
 
 def test_unknown_task_and_split(tmp_path, tiny_vocab):
-  with pytest.raises(tasks.DataError, match='No seqio task named'):
+  with pytest.raises(errors.DataError, match='No seqio task named'):
     tasks.dataset_size('no_such_task_anywhere', 'train')
   path = _write_tsv(tmp_path / 'c.tsv', _synthetic_pairs(20))
   corpus = tasks.ParallelCorpus(
     name='tiny_split', train_path=path, num_validation=2, num_test=2, vocab_path=tiny_vocab
   )
-  with pytest.raises(tasks.DataError, match="no split 'dev'"):
+  with pytest.raises(errors.DataError, match="no split 'dev'"):
     tasks.get_dataset(
       corpus,
       'dev',

@@ -108,13 +108,13 @@ def synthetic_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
 
 def write_tiny_corpus(root: str, num_pairs: int = 300) -> tuple[str, str]:
   """A synthetic TSV corpus and a ~100-piece vocabulary for it, under `root`."""
-  from rest_jax import tasks  # Data layer (TF): imported only by the tests that need it.
+  from rest_jax import vocabularies  # Data layer (TF): imported only by the tests that need it.
 
   pairs = synthetic_pairs(num_pairs)
   tsv = os.path.join(root, 'pairs.tsv')
   with open(tsv, 'w') as f:
     f.write(''.join(f'{s}\t{t}\n' for s, t in pairs))
-  vocab = tasks.train_sentencepiece(
+  vocab = vocabularies.train_sentencepiece(
     [x for p in pairs for x in p], os.path.join(root, 'v.model'), 100
   )
   return tsv, vocab

@@ -1,8 +1,8 @@
 r"""Rebuilds the shipped SentencePiece model of the Tatoeba English-German corpus.
 
 The model is trained on both sides of the train split only (validation and test
-text never shapes the vocabulary), with `tasks.train_sentencepiece`: the same
-function that trains the vocabulary of any other corpus on first use. The build
+text never shapes the vocabulary), with `vocabularies.train_sentencepiece`: the
+same function that trains the vocabulary of any other corpus on first use. The build
 is deterministic, so rerunning it reproduces `tatoeba_en_de/spm.model`.
 
 Usage (from the repository root):
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from absl import app, flags, logging
 
-from rest_jax import tasks
+from rest_jax import tasks, vocabularies
 
 _OUTPUT = flags.DEFINE_string(
   'output', None, 'Where to write the model; default: the shipped tatoeba_en_de/spm.model.'
@@ -37,7 +37,8 @@ def main(argv: Sequence[str]) -> None:
   corpus = tasks.tatoeba_en_de()
   train = corpus.splits()['train']
   output = _OUTPUT.value or corpus.vocab_path
-  tasks.train_sentencepiece((text for pair in train for text in pair), output, corpus.vocab_size)
+  sentences = (text for pair in train for text in pair)
+  vocabularies.train_sentencepiece(sentences, output, corpus.vocab_size)
   logging.info('Trained on %d train pairs of %s; wrote %s', len(train), corpus.name, output)
 
 
