@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -90,6 +91,21 @@ class SamplingConfig:
     if self.unfinished not in UNFINISHED:
       raise errors.UserInputError(
         f'SamplingConfig.unfinished={self.unfinished!r}: use one of {", ".join(UNFINISHED)}.'
+      )
+    if not (isinstance(self.num_samples, int) and self.num_samples >= 1):
+      raise errors.UserInputError(
+        f'SamplingConfig.num_samples={self.num_samples!r}: Grow needs at least 1 sample per '
+        'source (the paper uses 8); set --gin.NUM_SAMPLES or SamplingConfig.num_samples.'
+      )
+    if not (math.isfinite(self.temperature) and self.temperature >= 0):
+      raise errors.UserInputError(
+        f'SamplingConfig.temperature={self.temperature}: set --gin.TEMPERATURE to a finite '
+        'value >= 0 (0 is greedy; the paper samples at 0.8).'
+      )
+    if self.topk < 0 or not 0 < self.topp <= 1:
+      raise errors.UserInputError(
+        f'SamplingConfig: topk={self.topk} must be >= 0 (0 = off) and topp={self.topp} in '
+        '(0, 1] (1 = off).'
       )
 
 
@@ -479,6 +495,9 @@ def grow(
   grow_io.register_round_task(out_dir, vocab.sentencepiece_model_file)
   manifest = grow_io.verify_round(out_dir)
   logging.info('Grow round %d: %d records in %s', grow_round, manifest['num_records'], out_dir)
+  length_cap = grow_io.describe_length_cap(manifest)
+  if length_cap and multihost.is_primary():
+    logging.warning('Grow round %d: %s', grow_round, length_cap)
   return manifest
 
 

@@ -215,12 +215,7 @@ def sample_candidates(
 
 
 def _write_lines(path: str, lines: Sequence[str]) -> None:
-  if not multihost.is_primary():
-    return
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path + '.tmp', 'w', encoding='utf-8') as f:
-    f.writelines(lines)
-  os.replace(path + '.tmp', path)
+  files.write_text(path, ''.join(lines))  # Atomic, process 0 only.
 
 
 def run_best_of_n(

@@ -57,8 +57,6 @@ from typing import Any
 from absl import logging
 
 from rest_jax import (
-  checkpoints,
-  corruptions,
   errors,
   evaluation,
   faults,
@@ -67,7 +65,6 @@ from rest_jax import (
   grow,
   improve,
   infer,
-  models,
   multihost,
   network,
   optimizers,
@@ -75,18 +72,15 @@ from rest_jax import (
   preemption,
   pretrained,
   report,
+  rest_phases,
   reward_model,
   reward_training,
   rewards,
-  rm_metrics,
-  summaries,
   tasks,
   train,
 )
 
 STATE_FILE = 'rest_state.json'
-JUDGE = 'rm_judge'  # The independent judge's phase and checkpoint name.
-CONTROL = 'bc_more'  # The compute-matched BC control's phase and checkpoint prefix.
 SUMMARY_COLUMNS = (
   'phase',
   'g',
@@ -105,12 +99,6 @@ SUMMARY_COLUMNS = (
   'val_bleu',
   'val_chrf',
 )
-# What each split is used for (written into eval/summary.json and the report).
-SPLITS = {
-  'val': 'validation: selects every checkpoint and stops early (selected on; not evidence)',
-  'test': 'test: never selected on (the results)',
-  'judge': 'judge: a reward the policy was neither trained nor selected on',
-}
 _FORMATS = {'reward': '.4f', 'ratio': '.3f', 'rate': '.3f'}
 
 
@@ -158,9 +146,9 @@ def plan(
     for i in range(1, num_improve_steps + 1):
       phases += [f'improve_g{g}_i{i}', f'eval_g{g}_i{i}']
       if control:
-        phases.append(f'{CONTROL}_g{g}_i{i}')
+        phases.append(f'{rest_phases.CONTROL}_g{g}_i{i}')
     if control and num_improve_steps:
-      phases.append(f'eval_{CONTROL}_g{g}_i{num_improve_steps}')
+      phases.append(f'eval_{rest_phases.CONTROL}_g{g}_i{num_improve_steps}')
   return phases
 
 
@@ -388,11 +376,33 @@ def rest(
       reward = rewards.Guarded(reward, name=f'guarded_{reward.name}')
   if train_judge:
     judge = rewards.LearnedReward(
-      checkpoint_dir=os.path.join(model_dir, 'checkpoints', JUDGE, 'last'),
+      checkpoint_dir=os.path.join(model_dir, 'checkpoints', rest_phases.JUDGE, 'last'),
       config=judge_phase.rm_config,
       vocab_path=vocab_path,
     )
-  test_config = dataclasses.replace(eval_config, split='test', max_examples=test_examples)
+  ctx = rest_phases.Context(
+    model_dir=model_dir,
+    model_config=model_config,
+    task=task,
+    phases=phases,
+    bc=bc,
+    reward_model_phase=reward_model_phase,
+    judge_phase=judge_phase,
+    grow_config=grow_config,
+    sampling=sampling,
+    improve_config=improve_config,
+    num_improve_steps=num_improve_steps,
+    eval_config=eval_config,
+    test_config=dataclasses.replace(eval_config, split='test', max_examples=test_examples),
+    best_of_n=best_of_n,
+    initial_policy=initial_policy,
+    base=base,
+    reward=reward,
+    judge=judge,
+    mesh_config=mesh_config,
+    seed=seed,
+    progress=progress,
+  )
   ran = 0
   for phase in phases:
     if run.done(phase):
@@ -406,123 +416,9 @@ def rest(
     print(f'[rest] phase {phase} ({phases.index(phase) + 1}/{len(phases)})', flush=True)
     run.start(phase)
     tic = time.time()
-    updates = {}
-    g, i = _round_and_step(phase)
-    if phase == 'bc':
-      train.train(
-        model_dir=model_dir,
-        model_config=model_config,
-        train_data=bc.train_data,
-        eval_config=eval_config,
-        optimizer=bc.optimizer,
-        num_train_steps=bc.num_train_steps,
-        log_period=bc.log_period,
-        eval_period=bc.eval_period,
-        mesh_config=mesh_config,
-        seed=seed,
-        init_checkpoint=bc.init_checkpoint,
-        progress=progress,
-      )
-    elif phase in ('rm', 'rm_judge'):
-      rm = reward_model_phase if phase == 'rm' else judge_phase
-      judgments = rm.judgments
-      if initial_policy is not None:  # No BC phase: the judgments sample the initial policy.
-        judgments = dataclasses.replace(judgments, policy_checkpoint=base)
-      reward_training.train_rm(
-        model_dir=model_dir,
-        rm_config=rm.rm_config,
-        policy_config=model_config,
-        judgments_config=judgments,
-        optimizer=rm.optimizer,
-        num_train_steps=rm.num_train_steps,
-        batch_size=rm.batch_size,
-        loss=rm.loss,
-        mesh_config=mesh_config,
-        seed=rm.judgments.seed,
-        init_checkpoint=rm.init_checkpoint,
-        progress=progress,
-        name=phase,
-      )
-      if phase == 'rm':  # The probes of the reward Grow uses (guards included).
-        _write_reward_probes(model_dir, reward, task, judgments.num_eval_sources)
-    elif phase.startswith('grow_'):
-      policy = base if g == 1 else f'g{g - 1}_i{num_improve_steps}/best'
-      if num_improve_steps == 0 and g > 1:
-        policy = base
-      grow.grow(
-        model_dir=model_dir,
-        model_config=model_config,
-        grow_config=grow_config,
-        sampling=sampling,
-        reward=reward,
-        grow_round=g,
-        policy_checkpoint=policy,
-        mesh_config=mesh_config,
-        progress=progress,
-        reward_train_sources=_reward_train_sources(model_dir),
-      )
-      updates = {'policies': {phase: policy}}
-    elif phase.startswith(('improve_', f'{CONTROL}_')):
-      is_control = phase.startswith(CONTROL)
-      init = _improve_init(
-        phase, g, i, num_improve_steps, improve_config.init_from, base, run.state['policies']
-      )
-      config, control_task = improve_config, None
-      if is_control:  # Same steps, batch, learning rate and selection as improve_g<g>_i<i>.
-        config = dataclasses.replace(
-          improve_config,
-          loss='bc',
-          num_train_steps=_improve_result(model_dir, g, i)['steps'],
-          patience=0,
-          shuffle_seed=improve_config.shuffle_seed + 1000 * g + i,
-        )
-        control_task = task
-      improve.improve(
-        model_dir=model_dir,
-        model_config=model_config,
-        improve_config=config,
-        eval_config=eval_config,
-        reward=reward,
-        grow_round=g,
-        improve_step=i,
-        init_checkpoint=init,
-        baseline=_baseline(model_dir, init, base),
-        control_task=control_task,
-        name=phase.removeprefix('improve_'),
-        mesh_config=mesh_config,
-        seed=seed,
-        progress=progress,
-      )
-      updates = {'policies': {phase: init}}
-    else:  # eval_bc, eval_g<g>_i<i>, eval_bc_more_g<g>_i<i>
-      _evaluate_phase(
-        model_dir,
-        model_config,
-        phase,
-        base,
-        eval_config,
-        test_config,
-        reward,
-        judge,
-        mesh_config,
-        progress,
-        task,
-      )
+    updates = rest_phases.run_phase(ctx, phase, run.state['policies'])
+    if phase.startswith('eval'):
       _write_summary(model_dir, phases, run)
-      final = [p for p in phases if p.startswith('eval_g')]
-      if best_of_n is not None and phase in ('eval_bc', final[-1] if final else None):
-        name = 'bc' if phase == 'eval_bc' else 'final'
-        checkpoint = base if phase == 'eval_bc' else f'{phase[len("eval_") :]}/best'
-        infer.infer(
-          model_dir=model_dir,
-          model_config=model_config,
-          infer_config=best_of_n,
-          reward=reward,
-          checkpoint=checkpoint,
-          name=name,
-          mesh_config=mesh_config,
-          progress=progress,
-        )
     run.finish(phase, time.time() - tic, **updates)
     ran += 1
     multihost.on_primary(lambda: report.write_report(model_dir), 'the run report')
@@ -530,80 +426,6 @@ def rest(
   if rows:
     print(format_summary(rows), flush=True)
   return rows
-
-
-def _reward_train_sources(model_dir: str) -> dict:
-  """{'rm': ..., 'rm_judge': ...}: the train sources of the run's reward models."""
-  out = {}
-  for name, file in (('rm', 'reward_model.json'), (JUDGE, f'reward_model_{JUDGE}.json')):
-    path = os.path.join(model_dir, 'eval', file)
-    if os.path.exists(path):
-      with open(path) as f:
-        out[name] = json.load(f).get('train_sources')
-  return out
-
-
-def _write_reward_probes(model_dir: str, reward, task, num_sources: int) -> None:
-  """`eval/reward_probes.json`: the run reward's hacking probes on validation references.
-
-  The reward model's own probes (`eval/reward_model.json`) test the network;
-  these test the reward that Grow, Improve and evaluation use (the reward
-  model with the guards and the metric mix, when they are on).
-  """
-  if not isinstance(task, tasks.ParallelCorpus):  # Only a corpus lists its pairs.
-    return
-  pairs = task.splits()['validation'][:num_sources]
-  sources, references = (list(x) for x in zip(*pairs))
-  probes = rm_metrics.probe_deltas(
-    lambda s, c: reward(list(s), list(c), references).reward,
-    sources,
-    references,
-    corruptions.probe,
-    corruptions.PROBES,
-  )
-  files.write_json(
-    os.path.join(model_dir, 'eval', 'reward_probes.json'),
-    {'reward': getattr(reward, 'name', type(reward).__name__), 'n': len(pairs), 'probes': probes},
-  )
-
-
-def _round_and_step(phase: str) -> tuple[int, int]:
-  """(g, i) named by a phase ('grow_g2' -> (2, 0), 'eval_bc_more_g1_i3' -> (1, 3))."""
-  g = i = 0
-  for part in phase.split('_'):
-    if part[:1] in 'gi' and part[1:].isdigit():
-      if part[0] == 'g':
-        g = int(part[1:])
-      else:
-        i = int(part[1:])
-  return g, i
-
-
-def _improve_init(
-  phase: str, g: int, i: int, num_improve_steps: int, init_from: str, base: str, policies: dict
-) -> str:
-  """The checkpoint an Improve step (or its control) starts from.
-
-  ReST: the previous step's best (step 1: the policy that sampled D_g); the
-  control mirrors it on its own chain (step 1 of round g: the control's last
-  step of round g-1, BC for g=1). ReST-EM ('base'): the base policy, both.
-  """
-  if init_from == 'base':
-    return base
-  if phase.startswith(CONTROL):
-    if i > 1:
-      return f'{CONTROL}_g{g}_i{i - 1}/best'
-    return base if g == 1 else f'{CONTROL}_g{g - 1}_i{num_improve_steps}/best'
-  if i > 1:
-    return f'g{g}_i{i - 1}/best'
-  return policies[f'grow_g{g}']  # The policy that sampled D_g.
-
-
-def _improve_result(model_dir: str, g: int, i: int) -> dict:
-  """`eval/g<g>_i<i>_validation.json`: what Improve step (g, i) did."""
-  name = improve.phase_name(g, i)
-  with open(os.path.join(model_dir, 'eval', f'{name}_validation.json')) as f:
-    return json.load(f)
 
 
 def _check_disjoint_sources(task, grow_config, rm_phase, judge_phase) -> None:
@@ -638,86 +460,6 @@ def _check_disjoint_sources(task, grow_config, rm_phase, judge_phase) -> None:
         )
 
 
-def _evaluate_phase(
-  model_dir,
-  model_config,
-  phase,
-  base,
-  eval_config,
-  test_config,
-  reward,
-  judge,
-  mesh_config,
-  progress,
-  task,
-) -> dict:
-  """Evaluates one policy on validation and test; writes `eval/<phase>.json`."""
-  mesh = partitioning.make_mesh(mesh_config)
-  model = models.EncoderDecoderModel(model_config)
-  g, i = _round_and_step(phase)
-  if phase == 'eval_bc':
-    checkpoint = base
-    row = {
-      'phase': 'bc',
-      'tau': None,
-      'loss_name': 'bc',
-      'n_train_examples': tasks.dataset_size(task, 'train'),
-    }
-  else:
-    name = phase.removeprefix('eval_')
-    checkpoint = f'{name}/best'
-    with open(os.path.join(model_dir, 'eval', f'{name}_validation.json')) as f:
-      done = json.load(f)
-    row = {
-      'phase': CONTROL if name.startswith(CONTROL) else 'improve',
-      'tau': done['tau'],
-      'loss_name': done['loss_name'],
-      'n_train_examples': done['n_train_examples'],
-    }
-  directory = os.path.join(model_dir, 'checkpoints', checkpoint)
-  params, step = checkpoints.restore_params(
-    directory, model.init_params_fn(eval_config.input_length, eval_config.target_length), mesh
-  )
-  params = improve.policy_params(params)
-  result = {'checkpoint': directory, 'step': int(step), 'splits': SPLITS}
-  for split, cfg in (('val', eval_config), ('test', test_config)):
-    m = evaluation.evaluate_policy(
-      model, params, mesh, cfg, reward=reward, judge=judge, progress=progress
-    )
-    result[split] = m
-    keys = ('reward', 'judge_reward', 'bleu', 'chrf', 'length_ratio', 'repetition_rate')
-    row.update({f'{split}_{k}': m.get(k) for k in (*keys, 'hacking_rate')})
-  row.update(g=g, i=i, checkpoint=directory, step=int(step))
-  result['row'] = row
-  # TensorBoard: one point per evaluated policy, x = its place in the run
-  # (0 = BC, then g * 100 + i), for each split's scalar metrics; the control
-  # under its own tag.
-  writer = summaries.Writer(os.path.join(model_dir, 'summaries', 'rest'))
-  for split in ('val', 'test'):
-    scalars = {k: v for k, v in result[split].items() if isinstance(v, (int, float))}
-    tag = f'{CONTROL}_{split}' if row['phase'] == CONTROL else split
-    writer.scalars(tag, g * 100 + i, scalars)
-  writer.close()
-  files.write_json(os.path.join(model_dir, 'eval', f'{phase}.json'), result)
-  judged = '' if judge is None else f' judge {row["test_judge_reward"]:.4f}'
-  print(
-    f'[rest] {phase}: test reward {row["test_reward"]:.4f}{judged} BLEU {row["test_bleu"]:.2f} '
-    f'chrF {row["test_chrf"]:.2f} | val (selection) reward {row["val_reward"]:.4f}',
-    flush=True,
-  )
-  return result
-
-
-def _baseline(model_dir: str, checkpoint: str, base: str) -> dict | None:
-  """The validation metrics an eval phase already has for `checkpoint`, or None."""
-  phase = 'eval_bc' if checkpoint == base else f'eval_{checkpoint.removesuffix("/best")}'
-  path = os.path.join(model_dir, 'eval', f'{phase}.json')
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)['val']
-
-
 def _write_summary(model_dir: str, phases: list[str], run: _Run) -> None:
   """Rewrites `eval/summary.json` from the eval phases' files, in plan order."""
   rows = []
@@ -730,7 +472,7 @@ def _write_summary(model_dir: str, phases: list[str], run: _Run) -> None:
     os.path.join(model_dir, 'eval', 'summary.json'),
     {
       'columns': list(SUMMARY_COLUMNS),
-      'splits': SPLITS,
+      'splits': rest_phases.SPLITS,
       'rows': rows,
       'config': run.state['config'],
     },

@@ -137,43 +137,52 @@ def phase_kind(phase: str, name: str) -> str:
   return phase or 'start'
 
 
-def choose(points: list[dict], kills: int, sigterms: int) -> dict[str, str]:
-  """Hit index -> 'KILL' / 'TERM', spread over phases and kinds of point.
+def _point_kind(name: str) -> str:
+  """'train_step', 'checkpoint', 'grow', 'phase' or 'write <ext>' for a point's name."""
+  return f'write {name.rsplit(".", 1)[-1]}' if name.startswith('write') else name.split(' ')[0]
 
-  Every (phase kind, point kind) pair is taken once before any is taken
-  twice; within a pair, hits are taken evenly. SIGTERMs go to optimizer steps
+
+def choose(points: list[dict], kills: int, sigterms: int) -> dict[str, str]:
+  """Hit index -> 'KILL' / 'TERM', spread over the phases and the kinds of point.
+
+  The phase kinds are visited in the order the run meets them, each once
+  before any twice (evenly spaced when there are fewer kills than kinds);
+  within a phase kind the kinds of point take turns, and within those the
+  hits are spread by a golden-ratio stride. SIGTERMs go to optimizer steps
   and phase starts (where a notice is acted on).
   """
-
-  def point_kind(name: str) -> str:
-    return name.split(' ')[0] if not name.startswith('write') else f'write {name.split(".")[-1]}'
-
-  groups: dict[tuple, list[int]] = {}
+  groups: dict[str, dict[str, list[int]]] = {}
   for p in points:
-    groups.setdefault((phase_kind(p['phase'], p['name']), point_kind(p['name'])), []).append(
-      p['index']
-    )
-  order = sorted(groups)
+    by_kind = groups.setdefault(phase_kind(p['phase'], p['name']), {})
+    by_kind.setdefault(_point_kind(p['name']), []).append(p['index'])
+  kinds = list(groups)  # Insertion order: as the run meets them.
+
+  def picks(count: int, allowed) -> list[int]:
+    out, rounds = [], 0
+    while len(out) < count and rounds < len(points):
+      order = kinds
+      if count - len(out) < len(kinds):  # Fewer left than kinds: evenly spaced kinds.
+        left = count - len(out)
+        order = [kinds[(2 * j + 1) * len(kinds) // (2 * left)] for j in range(left)]
+      for kind in order:
+        names = [n for n in sorted(groups[kind]) if allowed(n)]
+        if not names:
+          continue
+        hits = groups[kind][names[rounds % len(names)]]
+        turn = rounds // len(names)
+        index = hits[int(len(hits) * ((0.5 + 0.618034 * turn) % 1.0))]
+        if index not in out and str(index) not in plan:
+          out.append(index)
+        if len(out) == count:
+          break
+      rounds += 1
+    return out
+
   plan: dict[str, str] = {}
-  term_groups = [g for g in order if g[1] in ('train_step', 'phase')]
-  for n in range(sigterms):
-    group = groups[term_groups[n % len(term_groups)]]
-    index = group[(len(group) * (2 * (n // len(term_groups)) + 1)) // 4 % len(group)]
+  for index in picks(sigterms, lambda n: n in ('train_step', 'phase')):
     plan[str(index)] = 'TERM'
-  rounds = 0
-  while len([a for a in plan.values() if a == 'KILL']) < kills:
-    for group in order:
-      if len([a for a in plan.values() if a == 'KILL']) >= kills:
-        break
-      hits = groups[group]
-      if rounds >= len(hits):
-        continue
-      index = hits[(rounds * 7 + len(hits) // 2) % len(hits)]
-      if str(index) not in plan:
-        plan[str(index)] = 'KILL'
-    rounds += 1
-    if rounds > len(points):
-      break
+  for index in picks(kills, lambda n: True):
+    plan[str(index)] = 'KILL'
   return plan
 
 
