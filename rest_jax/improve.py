@@ -26,7 +26,7 @@ policy, trained by BVE on the whole round before the first such Improve step
 of the round and shared by its later steps). BVMPO's temperature is a learned
 scalar stored beside the policy's parameters under `LOG_TEMPERATURE`.
 
-Model directory: `checkpoints/g<g>_i<i>/{last,best}`, `checkpoints/g<g>_value/`,
+Model directory: `checkpoints/g<g>_i<i>/{last,best}`, `checkpoints/g<g>_value/last`,
 `eval/g<g>_i<i>_history.jsonl` (every validation), `eval/g<g>_i<i>_validation.json`
 (the best validation and the filter's statistics; its presence marks the step
 finished), `summaries/g<g>_i<i>/`. A killed Improve step resumes from `last`,
@@ -278,7 +278,7 @@ def train_value(
   """Trains (or restores) the behaviour value network of round g by BVE.
 
   Args:
-    model_dir: run directory; checkpoints go to `checkpoints/g<g>_value/`.
+    model_dir: run directory; checkpoints go to `checkpoints/g<g>_value/last`.
     model_config: the policy's network (the value body has the same shape).
     config: Improve config (its `value`, lengths and seed).
     grow_round: g, whose whole round (samples and human data) is D^beta.
