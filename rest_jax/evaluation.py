@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import time
 from typing import Any
 
@@ -32,6 +31,7 @@ from rest_jax import (
   tasks,
   trainer,
 )
+from rest_jax import model_dir as model_dir_lib
 from rest_jax import rewards as rewards_lib
 
 
@@ -251,11 +251,11 @@ def evaluate(
   model = models.EncoderDecoderModel(model_config)
   step = None
   if checkpoint in ('best', 'last'):
-    directory = os.path.join(model_dir, 'checkpoints', 'bc', checkpoint)
+    directory = model_dir_lib.ModelDir(model_dir).path('checkpoints', 'bc', checkpoint)
   elif checkpoint.isdigit():
-    directory, step = os.path.join(model_dir, 'checkpoints', 'bc', 'last'), int(checkpoint)
+    directory, step = model_dir_lib.ModelDir(model_dir).last('bc'), int(checkpoint)
   else:
-    directory = os.path.join(model_dir, 'checkpoints', checkpoint)
+    directory = model_dir_lib.ModelDir(model_dir).checkpoint(checkpoint)
   params, step = checkpoints.restore_params(
     directory, model.init_params_fn(eval_config.input_length, eval_config.target_length), mesh, step
   )
@@ -263,7 +263,7 @@ def evaluate(
   result.update(checkpoint=directory, step=int(step), split=eval_config.split)
   name = checkpoint.strip('/').replace('/', '_')
   path = files.write_json(
-    os.path.join(model_dir, 'eval', f'{eval_config.split}_{name}.json'), result
+    model_dir_lib.ModelDir(model_dir).eval(f'{eval_config.split}_{name}.json'), result
   )
   logging.info('Wrote %s: BLEU %.2f chrF %.2f', path, result['bleu'], result['chrf'])
   print(

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import gin
 from rest_jax import errors, files
+from rest_jax import model_dir as model_dir_lib
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The repository's gin/ (a source checkout has setup.py beside it; an installed
@@ -242,7 +243,7 @@ def write_config(model_dir: str, filename: str = 'config.gin') -> str:
     errors.UserInputError: `model_dir` is a URL (`check_model_dir`).
   """
   check_model_dir(model_dir)
-  path = os.path.join(model_dir, filename)
+  path = model_dir_lib.ModelDir(model_dir).config(filename)
   from rest_jax import multihost  # Lazy: keeps JAX out of `main --help`.
 
   if not multihost.is_primary():

@@ -70,6 +70,7 @@ from rest_jax import (
   summaries,
   tasks,
 )
+from rest_jax import model_dir as model_dir_lib
 from rest_jax import sampler as sampler_lib
 
 UNFINISHED = ('keep', 'drop')  # SamplingConfig.unfinished.
@@ -126,11 +127,6 @@ class GrowConfig:
   target_length: int = 32  # Longest candidate in tokens.
   human_fraction: float = 1.0  # Fraction of sources whose human reference joins D_g.
   seed: int = 0  # Sampling seed.
-
-
-def round_dir(model_dir: str, grow_round: int) -> str:
-  """`MODEL_DIR/grow/g<g>`."""
-  return os.path.join(model_dir, 'grow', f'g{grow_round}')
 
 
 @dataclasses.dataclass
@@ -364,7 +360,7 @@ def grow(
       (e.g. 'bc/best', 'bc/last') or absolute; its latest step is used.
     mesh_config: device mesh; the sampler's batch is split over its data axes.
     progress: show a progress bar.
-    out_dir: write the round here instead of `round_dir(model_dir, grow_round)`
+    out_dir: write the round here instead of `grow/g<grow_round>` (`ModelDir.grow_round`)
       (its operative config is `MODEL_DIR/config_grow_<basename>.gin`).
     reward_train_sources: which sources the reward models (and judges) were
       trained on, e.g. {'rm': {'split': 'train', 'first': 162784, 'count':
@@ -373,7 +369,7 @@ def grow(
   Returns:
     The round's manifest (also `round_dir/manifest.json`).
   """
-  out_dir = out_dir or round_dir(model_dir, grow_round)
+  out_dir = out_dir or model_dir_lib.ModelDir(model_dir).grow_round(grow_round)
   try:
     manifest = grow_io.verify_round(out_dir)
     logging.info('Grow round %d already finished: %s', grow_round, out_dir)
@@ -397,7 +393,7 @@ def grow(
       f'shards ({partitioning.num_batch_shards(mesh)}).'
     )
   model = models.EncoderDecoderModel(model_config)
-  ckpt_dir = os.path.join(model_dir, 'checkpoints', policy_checkpoint)
+  ckpt_dir = model_dir_lib.ModelDir(model_dir).checkpoint(policy_checkpoint)
   params, policy_step = checkpoints.restore_params(
     ckpt_dir, model.init_params_fn(grow_config.input_length, grow_config.target_length), mesh
   )
@@ -541,7 +537,7 @@ def _write_round_manifest(out_dir: str, num_shards: int, resumed: dict, **meta) 
 
 def _write_round_summaries(model_dir: str, out_dir: str, grow_round: int) -> None:
   """TensorBoard: the round's reward mean and quantiles (all records; samples only)."""
-  writer = summaries.Writer(os.path.join(model_dir, 'summaries', 'grow'))
+  writer = summaries.Writer(model_dir_lib.ModelDir(model_dir).summaries('grow'))
   manifest = grow_io.read_manifest(out_dir)
   for name, stats in (('all', 'reward_stats'), ('samples', 'reward_stats_samples')):
     st = manifest[stats]

@@ -55,7 +55,6 @@ from rest_jax import (
   filter_masks,
   filtering,
   gin_utils,
-  grow,
   grow_io,
   losses,
   models,
@@ -389,7 +388,7 @@ def improve(
   """
   cfg = improve_config
   phase = name or phase_name(grow_round, improve_step)
-  result_path = os.path.join(model_dir, 'eval', f'{phase}_validation.json')
+  result_path = model_dir_lib.ModelDir(model_dir).validation(phase)
   if os.path.exists(result_path):
     with open(result_path) as f:
       done = json.load(f)
@@ -398,7 +397,7 @@ def improve(
   evaluation.check_vocab_size(model_config, eval_config.task)
   gin_utils.write_config(model_dir, f'config_improve_{phase}.gin')
   if control_task is None:
-    round_dir = grow.round_dir(model_dir, grow_round)
+    round_dir = model_dir_lib.ModelDir(model_dir).grow_round(grow_round)
     manifest = grow_io.verify_round(round_dir)
     filtered, filter_stats, keys, by_tau = _filter_round(round_dir, cfg, improve_step)
     task = _register_filtered(round_dir, manifest['vocab_path'], filtered, keys, by_tau, phase)
@@ -428,7 +427,7 @@ def improve(
     learning_rate=lr, warmup_steps=cfg.warmup_steps, decay=cfg.lr_schedule
   )
   tx = optimizers.make(opt, cfg.num_train_steps)
-  init_dir = os.path.join(model_dir, 'checkpoints', init_checkpoint)
+  init_dir = model_dir_lib.ModelDir(model_dir).checkpoint(init_checkpoint)
   init_params, init_step = checkpoints.restore_params(
     init_dir, model.init_params_fn(cfg.input_length, cfg.target_length), mesh
   )

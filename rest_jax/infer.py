@@ -45,6 +45,7 @@ from rest_jax import (
   tasks,
   vocabularies,
 )
+from rest_jax import model_dir as model_dir_lib
 from rest_jax import sampler as sampler_lib
 
 DEFAULT_NS = (1, 2, 4, 8, 16, 32, 64)
@@ -285,7 +286,7 @@ def infer(
   cfg = infer_config
   mesh = partitioning.make_mesh(mesh_config)
   model = models.EncoderDecoderModel(model_config)
-  directory = os.path.join(model_dir, 'checkpoints', checkpoint)
+  directory = model_dir_lib.ModelDir(model_dir).checkpoint(checkpoint)
   params, step = checkpoints.restore_params(
     directory, model.init_params_fn(cfg.input_length, cfg.target_length), mesh
   )
@@ -302,7 +303,7 @@ def infer(
     num_samples=cfg.num_samples,
     reward_source=getattr(reward, 'name', type(reward).__name__),
   )
-  out = os.path.join(model_dir, 'infer', name)
+  out = model_dir_lib.ModelDir(model_dir).path('infer', name)
   _write_lines(
     out + '.tsv',
     ['source\toutput\treward\n']
@@ -312,7 +313,7 @@ def infer(
     ],
   )
   _write_lines(out + '.jsonl', [json.dumps(r, ensure_ascii=False) + '\n' for r in records])
-  files.write_json(os.path.join(model_dir, 'eval', f'best_of_n_{name}.json'), result)
+  files.write_json(model_dir_lib.ModelDir(model_dir).eval(f'best_of_n_{name}.json'), result)
   logging.info('best-of-N %s: %s', name, result)
   print(
     'best-of-n  ' + '  '.join(f'n={n}: {r:.4f}' for n, r in zip(result['n'], result['reward'])),

@@ -37,6 +37,7 @@ import ml_dtypes
 import numpy as np
 
 from rest_jax import checkpoints, files, network
+from rest_jax import model_dir as model_dir_lib
 
 PREFIX = 'shipped:'
 PACKAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'pretrained')
@@ -137,7 +138,7 @@ def install(name: str, model_dir: str) -> str:
 
 
 def _history(model_dir: str) -> list[dict]:
-  path = os.path.join(model_dir, 'eval', 'bc_history.jsonl')
+  path = model_dir_lib.ModelDir(model_dir).eval('bc_history.jsonl')
   if not os.path.exists(path):
     return []
   with open(path) as f:
@@ -177,7 +178,9 @@ def export(
   mesh = partitioning.make_mesh(partitioning.MeshConfig())
   model = models.EncoderDecoderModel(model_config)
   params, step = checkpoints.restore_params(
-    os.path.join(model_dir, 'checkpoints', checkpoint), model.init_params_fn(input_length, 2), mesh
+    model_dir_lib.ModelDir(model_dir).checkpoint(checkpoint),
+    model.init_params_fn(input_length, 2),
+    mesh,
   )
   rounded = round_to_bfloat16(jax.device_get(params))
   out = os.path.join(out_root, name)
@@ -199,7 +202,7 @@ def export(
     results[key] = {
       k: m[k] for k in ('bleu', 'chrf', 'loss', 'length_ratio', 'hacking_rate', 'num_examples')
     }
-  state_path = os.path.join(model_dir, 'eval', 'bc_validation.json')
+  state_path = model_dir_lib.ModelDir(model_dir).eval('bc_validation.json')
   trained = {}
   if os.path.exists(state_path):
     with open(state_path) as f:

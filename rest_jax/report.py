@@ -36,6 +36,7 @@ from typing import Any
 from absl import logging
 
 from rest_jax import files, report_data, report_figures
+from rest_jax import model_dir as model_dir_lib
 
 REPORT_DIR = 'report'
 REPORT_FILE = 'report.html'
@@ -342,12 +343,12 @@ def _reward_model_html(rm: dict) -> str:
 def _section_reward_model(model_dir: str, out_dir: str) -> str:
   """Section 6: the reward model's (and the judge's) agreement with judgments and probes."""
   del out_dir
-  rm = report_data.read_json(os.path.join(model_dir, 'eval', 'reward_model.json'))
+  rm = report_data.read_json(model_dir_lib.ModelDir(model_dir).eval('reward_model.json'))
   if not isinstance(rm, dict):
     parts = [_note(f'eval/reward_model.json: {NOT_AVAILABLE} (or the run uses a fixed reward).')]
   else:
     parts = [_reward_model_html(rm)]
-  run_reward = report_data.read_json(os.path.join(model_dir, 'eval', 'reward_probes.json'))
+  run_reward = report_data.read_json(model_dir_lib.ModelDir(model_dir).eval('reward_probes.json'))
   if isinstance(run_reward, dict):
     probes = [
       (str(k), v)
@@ -361,7 +362,8 @@ def _section_reward_model(model_dir: str, out_dir: str) -> str:
     )
     known = ('mean_delta', 'fraction_increased', 'fraction_decreased')
     parts.append(_metrics_table(['probe'], [((p,), m) for p, m in probes], known))
-  judge = report_data.read_json(os.path.join(model_dir, 'eval', 'reward_model_rm_judge.json'))
+  md = model_dir_lib.ModelDir(model_dir)
+  judge = report_data.read_json(md.eval('reward_model_rm_judge.json'))
   if isinstance(judge, dict):
     parts.append(
       '<h3>The independent judge</h3><p class="meta">A second reward model, trained on '
@@ -411,7 +413,7 @@ def _section_samples(model_dir: str, out_dir: str) -> str:
   """Section 7: BC's and the final policy's outputs on a few validation sources."""
   del out_dir
   bc = report_data.eval_samples(
-    report_data.read_json(os.path.join(model_dir, 'eval', 'eval_bc.json'))
+    report_data.read_json(model_dir_lib.ModelDir(model_dir).eval('eval_bc.json'))
   )
   final = report_data.final_eval(model_dir)
   if not bc:
@@ -429,7 +431,7 @@ def _section_samples(model_dir: str, out_dir: str) -> str:
 def _section_config(model_dir: str, out_dir: str) -> str:
   """Section 8: the operative config."""
   del out_dir
-  text = report_data.read_text(os.path.join(model_dir, 'config.gin'))
+  text = report_data.read_text(model_dir_lib.ModelDir(model_dir).config())
   if text is None:
     return _note(f'config.gin: {NOT_AVAILABLE}.')
   return f'<pre id="config">{_e(text)}</pre>'
@@ -494,7 +496,7 @@ def write_report(model_dir: str) -> str:
   Returns:
     The path of the HTML file.
   """
-  out_dir = os.path.join(model_dir, REPORT_DIR)
+  out_dir = model_dir_lib.ModelDir(model_dir).report
   os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, REPORT_FILE)
   files.write_text(path, render_html(model_dir, out_dir))

@@ -22,6 +22,8 @@ from typing import Any
 
 from absl import logging
 
+from rest_jax import model_dir as model_dir_lib
+
 _ROUND_RE = re.compile(r'^g(\d+)$')
 _VALIDATION_RE = re.compile(r'^g(\d+)_i(\d+)_validation\.json$')
 _EVAL_RE = re.compile(r'^eval_g(\d+)_i(\d+)\.json$')
@@ -94,14 +96,14 @@ def _numbered(folder: str, pattern: re.Pattern, dirs: bool = False) -> list[tupl
 
 def summary_rows(model_dir: str) -> list[dict]:
   """The rows of `eval/summary.json` (dicts only), or [] when it is not there."""
-  summary = as_dict(read_json(os.path.join(model_dir, 'eval', 'summary.json')))
+  summary = as_dict(read_json(model_dir_lib.ModelDir(model_dir).summary))
   return [r for r in as_list(summary.get('rows')) if isinstance(r, dict)]
 
 
 def validations(model_dir: str) -> dict[int, list[tuple[int, dict]]]:
   """grow round -> [(improve step, its `eval/g<g>_i<i>_validation.json`)], by step."""
   out: dict[int, list[tuple[int, dict]]] = {}
-  for (g, i), path in _numbered(os.path.join(model_dir, 'eval'), _VALIDATION_RE):
+  for (g, i), path in _numbered(model_dir_lib.ModelDir(model_dir).path('eval'), _VALIDATION_RE):
     data = read_json(path)
     if isinstance(data, dict):
       out.setdefault(g, []).append((i, data))
@@ -110,14 +112,14 @@ def validations(model_dir: str) -> dict[int, list[tuple[int, dict]]]:
 
 def grow_rounds(model_dir: str) -> list[tuple[int, str]]:
   """`(g, folder)` of the Grow rounds' folders `grow/g<g>`, sorted by g."""
-  rounds = _numbered(os.path.join(model_dir, 'grow'), _ROUND_RE, dirs=True)
+  rounds = _numbered(model_dir_lib.ModelDir(model_dir).path('grow'), _ROUND_RE, dirs=True)
   return [(g, folder) for (g,), folder in rounds]
 
 
 def best_of_n_curves(model_dir: str) -> list[dict]:
   """The readable `eval/best_of_n_*.json` files, sorted by name."""
   curves = []
-  for path in sorted(glob.glob(os.path.join(model_dir, 'eval', 'best_of_n_*.json'))):
+  for path in sorted(glob.glob(model_dir_lib.ModelDir(model_dir).eval('best_of_n_*.json'))):
     data = read_json(path)
     if isinstance(data, dict) and as_list(data.get('n')):
       name = os.path.basename(path)[len('best_of_n_') : -len('.json')]
@@ -127,7 +129,7 @@ def best_of_n_curves(model_dir: str) -> list[dict]:
 
 def final_eval(model_dir: str) -> tuple[str, dict] | None:
   """(name, data) of the last `eval/eval_g<g>_i<i>.json`, or None."""
-  for (g, i), path in reversed(_numbered(os.path.join(model_dir, 'eval'), _EVAL_RE)):
+  for (g, i), path in reversed(_numbered(model_dir_lib.ModelDir(model_dir).path('eval'), _EVAL_RE)):
     data = read_json(path)
     if isinstance(data, dict):
       return f'ReST (G={g}, I={i})', data

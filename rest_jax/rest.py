@@ -79,6 +79,7 @@ from rest_jax import (
   tasks,
   train,
 )
+from rest_jax import model_dir as model_dir_lib
 
 STATE_FILE = 'rest_state.json'
 SUMMARY_COLUMNS = (
@@ -154,7 +155,7 @@ def plan(
 
 def read_state(model_dir: str) -> dict | None:
   """`MODEL_DIR/rest_state.json`, or None before the first phase finished."""
-  path = os.path.join(model_dir, STATE_FILE)
+  path = model_dir_lib.ModelDir(model_dir).rest_state
   if not os.path.exists(path):
     return None
   with open(path) as f:
@@ -163,7 +164,7 @@ def read_state(model_dir: str) -> dict | None:
 
 def read_summary(model_dir: str) -> list[dict]:
   """The rows of `MODEL_DIR/eval/summary.json` ([] if none yet)."""
-  path = os.path.join(model_dir, 'eval', 'summary.json')
+  path = model_dir_lib.ModelDir(model_dir).summary
   if not os.path.exists(path):
     return []
   with open(path) as f:
@@ -202,7 +203,7 @@ class _Run:
 
   def __init__(self, model_dir: str, phases: list[str], config: dict):
     self.model_dir = model_dir
-    self.path = os.path.join(model_dir, STATE_FILE)
+    self.path = model_dir_lib.ModelDir(model_dir).rest_state
     state = read_state(model_dir)
     if state is not None and state['finished']:
       same = {k: v for k, v in state['config'].items() if k != 'num_grow_rounds'} == {
@@ -362,7 +363,7 @@ def rest(
   vocab_path = tasks.get_vocabulary(task).sentencepiece_model_file
   if reward is None:
     reward = rewards.LearnedReward(
-      checkpoint_dir=rm_checkpoint or os.path.join(model_dir, 'checkpoints', 'rm', 'last'),
+      checkpoint_dir=rm_checkpoint or model_dir_lib.ModelDir(model_dir).last('rm'),
       config=reward_model_phase.rm_config,
       vocab_path=vocab_path,
     )
@@ -376,7 +377,7 @@ def rest(
       reward = rewards.Guarded(reward, name=f'guarded_{reward.name}')
   if train_judge:
     judge = rewards.LearnedReward(
-      checkpoint_dir=os.path.join(model_dir, 'checkpoints', rest_phases.JUDGE, 'last'),
+      checkpoint_dir=model_dir_lib.ModelDir(model_dir).last(rest_phases.JUDGE),
       config=judge_phase.rm_config,
       vocab_path=vocab_path,
     )
@@ -464,12 +465,12 @@ def _write_summary(model_dir: str, phases: list[str], run: _Run) -> None:
   """Rewrites `eval/summary.json` from the eval phases' files, in plan order."""
   rows = []
   for phase in phases:
-    path = os.path.join(model_dir, 'eval', f'{phase}.json')
+    path = model_dir_lib.ModelDir(model_dir).eval(f'{phase}.json')
     if phase.startswith('eval') and os.path.exists(path):
       with open(path) as f:
         rows.append(json.load(f)['row'])
   files.write_json(
-    os.path.join(model_dir, 'eval', 'summary.json'),
+    model_dir_lib.ModelDir(model_dir).summary,
     {
       'columns': list(SUMMARY_COLUMNS),
       'splits': rest_phases.SPLITS,

@@ -32,6 +32,7 @@ from rest_jax import (
   tasks,
   train,
 )
+from rest_jax import model_dir as model_dir_lib
 
 JUDGE = 'rm_judge'  # The independent judge's phase and checkpoint name.
 CONTROL = 'bc_more'  # The compute-matched BC control's phase and checkpoint prefix.
@@ -220,7 +221,7 @@ def _reward_train_sources(model_dir: str) -> dict:
   """{'rm': ..., 'rm_judge': ...}: the train sources of the run's reward models."""
   out = {}
   for name, file in (('rm', 'reward_model.json'), (JUDGE, f'reward_model_{JUDGE}.json')):
-    path = os.path.join(model_dir, 'eval', file)
+    path = model_dir_lib.ModelDir(model_dir).eval(file)
     if os.path.exists(path):
       with open(path) as f:
         out[name] = json.load(f).get('train_sources')
@@ -246,7 +247,7 @@ def _write_reward_probes(model_dir: str, reward, task, num_sources: int) -> None
     corruptions.PROBES,
   )
   files.write_json(
-    os.path.join(model_dir, 'eval', 'reward_probes.json'),
+    model_dir_lib.ModelDir(model_dir).eval('reward_probes.json'),
     {'reward': getattr(reward, 'name', type(reward).__name__), 'n': len(pairs), 'probes': probes},
   )
 
@@ -286,7 +287,7 @@ def _improve_init(
 def _improve_result(model_dir: str, g: int, i: int) -> dict:
   """`eval/g<g>_i<i>_validation.json`: what Improve step (g, i) did."""
   name = improve.phase_name(g, i)
-  with open(os.path.join(model_dir, 'eval', f'{name}_validation.json')) as f:
+  with open(model_dir_lib.ModelDir(model_dir).validation(name)) as f:
     return json.load(f)
 
 
@@ -318,7 +319,7 @@ def _evaluate_phase(
   else:
     name = phase.removeprefix('eval_')
     checkpoint = f'{name}/best'
-    with open(os.path.join(model_dir, 'eval', f'{name}_validation.json')) as f:
+    with open(model_dir_lib.ModelDir(model_dir).validation(name)) as f:
       done = json.load(f)
     row = {
       'phase': CONTROL if name.startswith(CONTROL) else 'improve',
@@ -326,7 +327,7 @@ def _evaluate_phase(
       'loss_name': done['loss_name'],
       'n_train_examples': done['n_train_examples'],
     }
-  directory = os.path.join(model_dir, 'checkpoints', checkpoint)
+  directory = model_dir_lib.ModelDir(model_dir).checkpoint(checkpoint)
   params, step = checkpoints.restore_params(
     directory, model.init_params_fn(eval_config.input_length, eval_config.target_length), mesh
   )
@@ -344,13 +345,13 @@ def _evaluate_phase(
   # TensorBoard: one point per evaluated policy, x = its place in the run
   # (0 = BC, then g * 100 + i), for each split's scalar metrics; the control
   # under its own tag.
-  writer = summaries.Writer(os.path.join(model_dir, 'summaries', 'rest'))
+  writer = summaries.Writer(model_dir_lib.ModelDir(model_dir).summaries('rest'))
   for split in ('val', 'test'):
     scalars = {k: v for k, v in result[split].items() if isinstance(v, (int, float))}
     tag = f'{CONTROL}_{split}' if row['phase'] == CONTROL else split
     writer.scalars(tag, g * 100 + i, scalars)
   writer.close()
-  files.write_json(os.path.join(model_dir, 'eval', f'{phase}.json'), result)
+  files.write_json(model_dir_lib.ModelDir(model_dir).eval(f'{phase}.json'), result)
   judged = '' if judge is None else f' judge {row["test_judge_reward"]:.4f}'
   print(
     f'[rest] {phase}: test reward {row["test_reward"]:.4f}{judged} BLEU {row["test_bleu"]:.2f} '
@@ -363,7 +364,7 @@ def _evaluate_phase(
 def _baseline(model_dir: str, checkpoint: str, base: str) -> dict | None:
   """The validation metrics an eval phase already has for `checkpoint`, or None."""
   phase = 'eval_bc' if checkpoint == base else f'eval_{checkpoint.removesuffix("/best")}'
-  path = os.path.join(model_dir, 'eval', f'{phase}.json')
+  path = model_dir_lib.ModelDir(model_dir).eval(f'{phase}.json')
   if not os.path.exists(path):
     return None
   with open(path) as f:

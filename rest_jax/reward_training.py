@@ -47,7 +47,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-import os
 import re
 import time
 from collections.abc import Sequence
@@ -405,9 +404,7 @@ def train_rm(
   if cfg.labels not in judgments.LABELS:
     raise errors.DataError(f'JudgmentsConfig.labels={cfg.labels!r}; use one of {judgments.LABELS}.')
   first, count = train_source_slice(cfg)
-  g0_dir = (
-    grow.round_dir(model_dir, 0) if name == 'rm' else os.path.join(model_dir, 'grow', f'{name}_g0')
-  )
+  g0_dir = model_dir_lib.ModelDir(model_dir).grow('g0' if name == 'rm' else f'{name}_g0')
   vocab_path = tasks.get_vocabulary(cfg.task).sentencepiece_model_file
   sp = spm.SentencePieceProcessor(model_file=vocab_path)
   if rm_config.encoder.vocab_size < sp.vocab_size():
@@ -512,7 +509,7 @@ def train_rm(
   writer.close()
   result = _no_nan(result)
   eval_file = 'reward_model.json' if name == 'rm' else f'reward_model_{name}.json'
-  files.write_json(os.path.join(model_dir, 'eval', eval_file), result)
+  files.write_json(model_dir_lib.ModelDir(model_dir).eval(eval_file), result)
   _print_table(result)
   return result
 

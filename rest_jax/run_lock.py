@@ -30,8 +30,7 @@ from collections.abc import Iterator
 from absl import logging
 
 from rest_jax import errors
-
-LOCK_NAME = '.lock'
+from rest_jax import model_dir as model_dir_lib
 
 
 class RunDirInUseError(errors.UserInputError):
@@ -44,7 +43,7 @@ class ModelDirNotWritableError(errors.UserInputError):
 
 def lock_path(model_dir: str) -> str:
   """The lock file of `model_dir`."""
-  return os.path.join(model_dir, LOCK_NAME)
+  return model_dir_lib.ModelDir(model_dir).lock
 
 
 def _pid_alive(pid: int) -> bool:

@@ -10,6 +10,7 @@ import seqio
 import test_utils
 
 from rest_jax import grow, grow_io, inspect_round, partitioning, rewards, tasks
+from rest_jax import model_dir as model_dir_lib
 
 N = 3  # Samples per source.
 
@@ -167,7 +168,7 @@ def test_grow_kill_and_resume_equals_uninterrupted(policy, tmp_path, monkeypatch
   full = _run_grow(corpus, cfg, str(tmp_path / 'full'), policy_checkpoint=ckpt)
   assert full['num_shards'] == 3 and full['num_sources'] == 13 and full['policy_step'] == 3
   assert full['seqio_task'] in seqio.TaskRegistry.names()
-  ref = grow_io.read_records(grow.round_dir(str(tmp_path / 'full'), 1))
+  ref = grow_io.read_records(model_dir_lib.ModelDir(str(tmp_path / 'full')).grow_round(1))
   keys = _key(ref)
   assert len(keys) == len(set(keys)), 'duplicates'
   assert {k[0] for k in keys} == set(range(13))
@@ -193,7 +194,7 @@ def test_grow_kill_and_resume_equals_uninterrupted(policy, tmp_path, monkeypatch
   monkeypatch.setattr(grow_io, 'write_shard', real_write)
   resumed = _run_grow(corpus, cfg, model_dir, policy_checkpoint=ckpt)
   assert resumed['timing']['resumed_shards'] == 2
-  got = grow_io.read_records(grow.round_dir(model_dir, 1))
+  got = grow_io.read_records(model_dir_lib.ModelDir(model_dir).grow_round(1))
   assert _key(got) == keys
   np.testing.assert_array_equal(got['reward'], ref['reward'])
   assert list(got['targets_pretokenized']) == list(ref['targets_pretokenized'])
@@ -214,8 +215,8 @@ def test_eight_devices_give_the_same_records(policy, tmp_path):
     policy_checkpoint=ckpt,
     mesh=partitioning.MeshConfig(data=4, fsdp=2, model=1),
   )
-  a = grow_io.read_records(grow.round_dir(str(tmp_path / 'one'), 1))
-  b = grow_io.read_records(grow.round_dir(str(tmp_path / 'eight'), 1))
+  a = grow_io.read_records(model_dir_lib.ModelDir(str(tmp_path / 'one')).grow_round(1))
+  b = grow_io.read_records(model_dir_lib.ModelDir(str(tmp_path / 'eight')).grow_round(1))
   assert list(a['targets_pretokenized']) == list(b['targets_pretokenized'])
   np.testing.assert_allclose(a['log_prob'], b['log_prob'], rtol=1e-4, atol=1e-4)
   assert one['num_records'] == eight['num_records']
@@ -225,7 +226,7 @@ def test_inspect_reports_kept_counts(policy, tmp_path, capsys):
   corpus, cfg, source_dir = policy
   ckpt = os.path.join(source_dir, 'checkpoints', 'bc', 'best')
   _run_grow(corpus, cfg, str(tmp_path), policy_checkpoint=ckpt)
-  rd = grow.round_dir(str(tmp_path), 1)
+  rd = model_dir_lib.ModelDir(str(tmp_path)).grow_round(1)
   summary = inspect_round.inspect(round_dir=rd, thresholds=(0.0, 0.5), num_sources=2)
   out = capsys.readouterr().out
   cols = grow_io.read_records(rd)
@@ -242,8 +243,8 @@ def test_rounds_from_the_same_policy_draw_different_samples(policy, tmp_path):
   g1 = _run_grow(corpus, cfg, model_dir, policy_checkpoint=ckpt, grow_round=1)
   g2 = _run_grow(corpus, cfg, model_dir, policy_checkpoint=ckpt, grow_round=2)
   assert g1['policy_step'] == g2['policy_step'] == 3  # The same policy both times.
-  a = grow_io.read_records(grow.round_dir(model_dir, 1))
-  b = grow_io.read_records(grow.round_dir(model_dir, 2))
+  a = grow_io.read_records(model_dir_lib.ModelDir(model_dir).grow_round(1))
+  b = grow_io.read_records(model_dir_lib.ModelDir(model_dir).grow_round(2))
   assert _key(a) == _key(b)  # Same sources, samples and human references...
   samples = ~a['is_human'].astype(bool)
   texts_a = list(a['targets_pretokenized'][samples])
@@ -267,8 +268,8 @@ def test_length_cap_counts_and_dropping_unfinished_samples(policy, tmp_path):
   keep = _run_grow(corpus, cfg, str(tmp_path / 'keep'), policy_checkpoint=ckpt)
   drop = _run_grow(corpus, cfg, str(tmp_path / 'drop'), policy_checkpoint=ckpt, unfinished='drop')
   assert keep['sampling']['unfinished'] == 'keep' and drop['sampling']['unfinished'] == 'drop'
-  k = grow_io.read_records(grow.round_dir(str(tmp_path / 'keep'), 1))
-  d = grow_io.read_records(grow.round_dir(str(tmp_path / 'drop'), 1))
+  k = grow_io.read_records(model_dir_lib.ModelDir(str(tmp_path / 'keep')).grow_round(1))
+  d = grow_io.read_records(model_dir_lib.ModelDir(str(tmp_path / 'drop')).grow_round(1))
   k_samples = ~k['is_human'].astype(bool)
   d_samples = ~d['is_human'].astype(bool)
   truncated = keep['num_truncated_samples']

@@ -25,6 +25,7 @@ from rest_jax import (
   tasks,
   train_loop,
 )
+from rest_jax import model_dir as model_dir_lib
 
 L = 16
 MESH = partitioning.MeshConfig(num_devices=1)
@@ -108,7 +109,7 @@ def _policy(model_dir, name, cfg):
 
 def test_keys_filter_selects_exactly_the_mask(grown):
   _, _, model_dir = grown
-  round_dir = grow.round_dir(model_dir, 1)
+  round_dir = model_dir_lib.ModelDir(model_dir).grow_round(1)
   cols = grow_io.read_records(round_dir)
   mask = filter_masks.top_k_per_source_mask(cols['reward'], cols['source_id'], 1)
   keys = grow_io.record_keys(cols['source_id'], cols['sample_index'])
@@ -212,7 +213,7 @@ def test_improve_step_trains_on_the_filtered_round(grown, tmp_path, loss):
   task, cfg, _ = grown
   model_dir = _copy_run(grown, tmp_path)
   result = _improve(grown, model_dir, _config(loss=loss, num_train_steps=2))
-  cols = grow_io.read_records(grow.round_dir(model_dir, 1))
+  cols = grow_io.read_records(model_dir_lib.ModelDir(model_dir).grow_round(1))
   mask = filtering.GlobalPercentiles((50.0, 75.0)).mask(
     0, cols['reward'], cols['source_id'], cols['is_human'].astype(bool)
   )

@@ -28,6 +28,7 @@ from rest_jax import (
   tasks,
   train,
 )
+from rest_jax import model_dir as model_dir_lib
 
 L = 16
 MESH = partitioning.MeshConfig(num_devices=1)
@@ -178,12 +179,12 @@ def test_loop_end_to_end(full_run, corpus):
   }
   # Each Improve row's tau and count come from its own filter of its round.
   for row in [r for r in rows if r['phase'] == 'improve']:
-    cols = grow_io.read_records(grow.round_dir(model_dir, row['g']))
+    cols = grow_io.read_records(model_dir_lib.ModelDir(model_dir).grow_round(row['g']))
     human = cols['is_human'].astype(bool)
     tau = np.percentile(cols['reward'][~human], (50.0, 75.0)[row['i'] - 1])
     assert row['tau'] == pytest.approx(tau, rel=1e-5)
     assert row['n_train_examples'] == int((cols['reward'] > np.float32(tau)).sum())
-  manifest = grow_io.read_manifest(grow.round_dir(model_dir, 2))
+  manifest = grow_io.read_manifest(model_dir_lib.ModelDir(model_dir).grow_round(2))
   assert manifest['reward_source'] == 'guarded_learned_reward'
   # Best-of-N curves of BC and the final policy, and the report, regenerated.
   for name, checkpoint in (('bc', 'bc/best'), ('final', 'g2_i2/best')):
@@ -258,7 +259,7 @@ def test_judge_is_a_second_reward_model_on_other_sources(full_run, corpus):
   for a, b in (('rm', 'judge'), ('rm', 'grow'), ('judge', 'grow')):
     assert not set(spans[a]) & set(spans[b])
   # Every Grow manifest records its own sources and the reward models'.
-  manifest = grow_io.read_manifest(grow.round_dir(model_dir, 1))
+  manifest = grow_io.read_manifest(model_dir_lib.ModelDir(model_dir).grow_round(1))
   assert manifest['sources'] == {'split': 'train', 'first': 0, 'count': 16}
   assert manifest['reward_train_sources']['rm'] == rm['train_sources']
   assert manifest['reward_train_sources']['rm_judge'] == judge['train_sources']
@@ -300,8 +301,8 @@ def test_resume_after_every_phase_equals_uninterrupted(full_run, corpus, tmp_pat
     pairs = zip(jax.tree.leaves(_params(full_dir, name)), jax.tree.leaves(_params(model_dir, name)))
     for a, b in pairs:
       np.testing.assert_array_equal(a, b)
-  full_g1 = grow_io.read_manifest(grow.round_dir(full_dir, 1))
-  g1 = grow_io.read_manifest(grow.round_dir(model_dir, 1))
+  full_g1 = grow_io.read_manifest(model_dir_lib.ModelDir(full_dir).grow_round(1))
+  g1 = grow_io.read_manifest(model_dir_lib.ModelDir(model_dir).grow_round(1))
   assert [s['sha256'] for s in g1['shards']] == [s['sha256'] for s in full_g1['shards']]
   # A finished run does nothing more and returns the same rows.
   assert strip(_run(corpus, model_dir, num_grow_rounds=1)) == strip(full_rows[:4])
@@ -350,7 +351,7 @@ def test_rest_em_restarts_every_iteration_from_base(corpus, tmp_path):
     'improve_g2_i1': 'bc/best',
   }
   for g in (1, 2):
-    cols = grow_io.read_records(grow.round_dir(model_dir, g))
+    cols = grow_io.read_records(model_dir_lib.ModelDir(model_dir).grow_round(g))
     assert not cols['is_human'].any()  # ReST-EM adds no human data.
     assert set(np.unique(cols['reward'])) <= {0.0, 1.0}
   assert [r['loss_name'] for r in rows[1:]] == ['reward_weighted'] * 2
