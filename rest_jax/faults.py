@@ -8,16 +8,18 @@ plan in the environment, `point` returns at once (one dict lookup).
 
 A plan is a JSON file named by the environment variable REST_JAX_FAULT_PLAN:
 
-  {"counter": "/path/counter.txt",   # hits so far, over every attempt of the run
-   "log": "/path/points.jsonl",      # optional: one line per hit (index, name, phase)
-   "kills": {"17": "KILL", "40": "TERM"}}   # hit index -> signal to send itself
+  {"state": "/path/state.json",      # counts over every attempt of the run
+   "log": "/path/points.jsonl",      # optional: one line per hit
+   "targets": [{"phase": "grow_g1", "name": "train_step", "nth": 3, "signal": "KILL"}, ...]}
 
-Hits are numbered 0, 1, 2, ... across the attempts of one run (the counter
-file persists), so one plan spreads its kills over the whole run: the harness
-reruns the same command after each kill. 'KILL' is SIGKILL (no cleanup);
-'TERM' is SIGTERM (the preemption notice: `preemption`). A point marked
-`during=True` (an Orbax save) arms a timer that kills the process a few
-milliseconds later, while the save is being written, instead of at once.
+A target fires once, the first time its point `name` has been passed `nth`
+times in `phase` (counted over all the attempts of the run: the state file
+persists, and the harness reruns the same command after each kill), so a kill
+lands in the phase it was aimed at even though a resumed attempt repeats some
+work. 'KILL' is SIGKILL (no cleanup); 'TERM' is SIGTERM (the preemption notice:
+`preemption`). A point marked `during=True` (an Orbax save) arms a timer that
+kills the process a few milliseconds later, while the save is being written,
+instead of at once.
 """
 
 from __future__ import annotations
@@ -57,14 +59,18 @@ def set_phase(phase: str) -> None:
   _phase = phase
 
 
-def _next_index(counter: str) -> int:
-  index = 0
-  if os.path.exists(counter):
-    with open(counter) as f:
-      index = int(f.read().strip() or 0)
-  with open(counter, 'w') as f:
-    f.write(str(index + 1))
-  return index
+def _load_state(path: str) -> dict:
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  return {'index': 0, 'counts': {}, 'fired': []}
+
+
+def _save_state(path: str, state: dict) -> None:
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(state, f)
+  os.replace(tmp, path)
 
 
 def point(name: str, during: bool = False) -> None:
@@ -78,10 +84,21 @@ def point(name: str, during: bool = False) -> None:
   plan = _load()
   if plan is None:
     return
-  index = _next_index(plan['counter'])
-  action = plan.get('kills', {}).get(str(index))
+  state = _load_state(plan['state'])
+  key = f'{_phase}|{name}'
+  count = state['counts'][key] = state['counts'].get(key, 0) + 1
+  index, state['index'] = state['index'], state['index'] + 1
+  action = None
+  for n, target in enumerate(plan.get('targets', [])):
+    if n in state['fired'] or (target['phase'], target['name']) != (_phase, name):
+      continue
+    if count >= target['nth']:
+      action = target['signal']
+      state['fired'].append(n)
+      break
+  _save_state(plan['state'], state)  # Before acting: a fired target never fires again.
   if plan.get('log'):
-    row = {'index': index, 'name': name, 'phase': _phase, 'pid': os.getpid()}
+    row = {'index': index, 'name': name, 'phase': _phase, 'nth': count, 'pid': os.getpid()}
     if action:
       row['action'] = action
     with open(plan['log'], 'a') as f:

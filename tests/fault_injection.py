@@ -142,22 +142,26 @@ def _point_kind(name: str) -> str:
   return f'write {name.rsplit(".", 1)[-1]}' if name.startswith('write') else name.split(' ')[0]
 
 
-def choose(points: list[dict], kills: int, sigterms: int) -> dict[str, str]:
-  """Hit index -> 'KILL' / 'TERM', spread over the phases and the kinds of point.
+def choose(points: list[dict], kills: int, sigterms: int) -> list[dict]:
+  """The plan's targets: N SIGKILL and K SIGTERM points spread over phases and kinds.
 
-  The phase kinds are visited in the order the run meets them, each once
-  before any twice (evenly spaced when there are fewer kills than kinds);
-  within a phase kind the kinds of point take turns, and within those the
-  hits are spread by a golden-ratio stride. SIGTERMs go to optimizer steps
-  and phase starts (where a notice is acted on).
+  Each target is a point of the uninterrupted run, as (phase, name, nth): it
+  fires when the interrupted run passes that point for the nth time in that
+  phase, so it lands in the phase it was aimed at although resumed attempts
+  repeat some work. The phase kinds are visited in the order the run meets
+  them, each once before any twice (evenly spaced when there are fewer kills
+  than kinds); within a phase kind the kinds of point take turns, and within
+  those the hits are spread by a golden-ratio stride. SIGTERMs go to optimizer
+  steps and phase starts (where a notice is acted on).
   """
-  groups: dict[str, dict[str, list[int]]] = {}
+  groups: dict[str, dict[str, list[dict]]] = {}
   for p in points:
     by_kind = groups.setdefault(phase_kind(p['phase'], p['name']), {})
-    by_kind.setdefault(_point_kind(p['name']), []).append(p['index'])
+    by_kind.setdefault(_point_kind(p['name']), []).append(p)
   kinds = list(groups)  # Insertion order: as the run meets them.
+  taken: set[int] = set()
 
-  def picks(count: int, allowed) -> list[int]:
+  def picks(count: int, allowed) -> list[dict]:
     out, rounds = [], 0
     while len(out) < count and rounds < len(points):
       order = kinds
@@ -170,20 +174,20 @@ def choose(points: list[dict], kills: int, sigterms: int) -> dict[str, str]:
           continue
         hits = groups[kind][names[rounds % len(names)]]
         turn = rounds // len(names)
-        index = hits[int(len(hits) * ((0.5 + 0.618034 * turn) % 1.0))]
-        if index not in out and str(index) not in plan:
-          out.append(index)
+        hit = hits[int(len(hits) * ((0.5 + 0.618034 * turn) % 1.0))]
+        if hit['index'] not in taken:
+          taken.add(hit['index'])
+          out.append(hit)
         if len(out) == count:
           break
       rounds += 1
     return out
 
-  plan: dict[str, str] = {}
-  for index in picks(sigterms, lambda n: n in ('train_step', 'phase')):
-    plan[str(index)] = 'TERM'
-  for index in picks(kills, lambda n: True):
-    plan[str(index)] = 'KILL'
-  return plan
+  def target(hit: dict, signal: str) -> dict:
+    return {'phase': hit['phase'], 'name': hit['name'], 'nth': hit['nth'], 'signal': signal}
+
+  terms = [target(h, 'TERM') for h in picks(sigterms, lambda n: n in ('train_step', 'phase'))]
+  return terms + [target(h, 'KILL') for h in picks(kills, lambda n: True)]
 
 
 def checkpoint_arrays(model_dir: str) -> dict[str, tuple[int, dict]]:
@@ -282,13 +286,13 @@ def main() -> int:
   env = dict(os.environ, JAX_PLATFORMS='cpu', REST_JAX_CACHE=os.path.join(work, 'cache'))
   cmd_for = lambda d: [sys.executable, '-m', 'rest_jax.main', *bindings(d, tsv, vocab)]  # noqa: E731
 
-  def plan_env(name: str, kills: dict) -> dict:
+  def plan_env(name: str, targets: list) -> dict:
     plan = {
-      'counter': os.path.join(work, f'{name}_counter.txt'),
+      'state': os.path.join(work, f'{name}_state.json'),
       'log': os.path.join(work, f'{name}_points.jsonl'),
-      'kills': kills,
+      'targets': targets,
     }
-    for key in ('counter', 'log'):
+    for key in ('state', 'log'):
       if os.path.exists(plan[key]):
         os.remove(plan[key])
     path = os.path.join(work, f'{name}_plan.json')
@@ -298,14 +302,14 @@ def main() -> int:
 
   reference = os.path.join(work, 'uninterrupted')
   with open(os.path.join(work, 'uninterrupted.log'), 'w') as log:
-    run_until_done(cmd_for(reference), plan_env('uninterrupted', {}), log, 1)
+    run_until_done(cmd_for(reference), plan_env('uninterrupted', []), log, 1)
   with open(os.path.join(work, 'uninterrupted_points.jsonl')) as f:
     points = [json.loads(line) for line in f]
-  kills = choose(points, args.kills, sigterms)
+  targets = choose(points, args.kills, sigterms)
   interrupted = os.path.join(work, 'interrupted')
   with open(os.path.join(work, 'interrupted.log'), 'w') as log:
     codes = run_until_done(
-      cmd_for(interrupted), plan_env('interrupted', kills), log, args.kills + sigterms + 2
+      cmd_for(interrupted), plan_env('interrupted', targets), log, len(targets) + 2
     )
   with open(os.path.join(work, 'interrupted_points.jsonl')) as f:
     acted = [json.loads(line) for line in f if '"action"' in line]
@@ -315,6 +319,7 @@ def main() -> int:
     'kills': sum(c == -9 for c in codes),
     'sigterms': sum(c == SIGTERM_EXIT for c in codes),
     'planned': {'kills': args.kills, 'sigterms': sigterms, 'points_in_run': len(points)},
+    'targets_fired': len(acted),
     'phases_hit': sorted({phase_kind(p['phase'], p['name']) for p in acted}),
     'points_hit': sorted({p['name'] for p in acted}),
     'attempts': len(codes),

@@ -187,11 +187,11 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
   assert files.read_jsonl(str(tmp_path / 'none.jsonl')) == []
 
 
-def test_fault_points_count_across_attempts_and_act(tmp_path, monkeypatch):
+def test_fault_targets_fire_once_in_their_phase_across_attempts(tmp_path, monkeypatch):
   plan = {
-    'counter': str(tmp_path / 'counter'),
+    'state': str(tmp_path / 'state.json'),
     'log': str(tmp_path / 'log.jsonl'),
-    'kills': {'2': 'TERM'},
+    'targets': [{'phase': 'grow_g1', 'name': 'b', 'nth': 2, 'signal': 'TERM'}],
   }
   (tmp_path / 'plan.json').write_text(json.dumps(plan))
   monkeypatch.setenv(faults.ENV, str(tmp_path / 'plan.json'))
@@ -199,17 +199,25 @@ def test_fault_points_count_across_attempts_and_act(tmp_path, monkeypatch):
   monkeypatch.setattr(faults, '_plan', None)
   preemption.install()
   faults.set_phase('bc')
+  faults.point('b')  # Another phase: not counted for the target.
+  faults.set_phase('grow_g1')
   faults.point('a')
   faults.point('b')
   assert not preemption.requested()
-  monkeypatch.setattr(faults, '_loaded', False)  # A new attempt: the counter goes on.
-  faults.point('c')  # Hit 2: SIGTERM to itself.
+  monkeypatch.setattr(faults, '_loaded', False)  # A new attempt: the counts go on.
+  faults.point('b')  # The second 'b' of grow_g1: SIGTERM to itself.
   assert preemption.requested()
+  preemption.reset()
+  faults.point('b')  # Fired once only.
+  assert not preemption.requested()
   rows = files.read_jsonl(plan['log'])
-  assert [(r['index'], r['name'], r['phase']) for r in rows] == [
-    (0, 'a', 'bc'),
-    (1, 'b', 'bc'),
-    (2, 'c', 'bc'),
+  assert [(r['index'], r['phase'], r['name'], r['nth']) for r in rows] == [
+    (0, 'bc', 'b', 1),
+    (1, 'grow_g1', 'a', 1),
+    (2, 'grow_g1', 'b', 1),
+    (3, 'grow_g1', 'b', 2),
+    (4, 'grow_g1', 'b', 3),
   ]
-  assert rows[2]['action'] == 'TERM' and 'action' not in rows[0]
+  assert [r.get('action') for r in rows] == [None, None, None, 'TERM', None]
+  faults.set_phase('')
   monkeypatch.setattr(faults, '_plan', None)
