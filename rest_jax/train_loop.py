@@ -218,12 +218,15 @@ def run(
     nonlocal last_validation
     metrics = validate(state, step) if metrics is None else metrics
     last_validation = metrics
+    # `best/` first, the history row second: a row marks the validation done,
+    # so a kill between the two repeats the validation instead of losing the
+    # step's place in `best/` (which a resumed run would never revisit).
+    if best is not None and step not in best.all_steps():
+      best.save(step, state, {config.best_metric: metrics[config.best_metric]}, force=False)
     row = {'step': step, **_numbers(metrics)}
     history.append(row)
     files.write_jsonl(history_path, history)
     writer.scalars('validation', step, row)
-    if best is not None and step not in best.all_steps():
-      best.save(step, state, {config.best_metric: metrics[config.best_metric]}, force=False)
     stopping = should_stop(history, config)
     say(
       f'[{phase}] step {step}: {_describe(metrics)}' + (' (stopping: no gain)' if stopping else '')

@@ -221,3 +221,29 @@ def test_fault_targets_fire_once_in_their_phase_across_attempts(tmp_path, monkey
   assert [r.get('action') for r in rows] == [None, None, None, 'TERM', None]
   faults.set_phase('')
   monkeypatch.setattr(faults, '_plan', None)
+
+
+def test_a_kill_inside_the_step_0_best_save_is_repaired_on_resume(tmp_path, monkeypatch):
+  # Found by tests/fault_injection.py: a kill inside `best/`'s save of the
+  # baseline (step 0) must not leave a history row that skips it on resume.
+  def falling(state, step):
+    del state
+    return {'reward': {0: 0.9, 2: 0.5, 4: 0.6, 6: 0.7}[step]}
+
+  kwargs = dict(validate=falling, eval_period=2, best_metric='reward', validate_start=True)
+  whole = _run(tmp_path / 'whole', **kwargs)
+  assert whole.best_step == 0
+  save = checkpoints.Checkpointer.save
+
+  def killed(self, step, *args, **kw):
+    if self.directory.endswith('best'):
+      raise KeyboardInterrupt('killed inside the save')
+    return save(self, step, *args, **kw)
+
+  monkeypatch.setattr(checkpoints.Checkpointer, 'save', killed)
+  with pytest.raises(KeyboardInterrupt):
+    _run(tmp_path / 'cut', **kwargs)
+  monkeypatch.setattr(checkpoints.Checkpointer, 'save', save)
+  resumed = _run(tmp_path / 'cut', **kwargs)
+  assert resumed.best_step == whole.best_step == 0
+  assert resumed.history == whole.history
