@@ -20,7 +20,8 @@
             validations without a strictly better one stop the loop.
   last      saved every `checkpoint_period` steps, at the end, when stopping
             early and on a preemption notice; never a non-finite state.
-  SIGTERM   after any step, a preemption notice (`preemption`) saves `last`
+  SIGTERM   after any step (with several processes: after a log step, where
+            they agree on it), a preemption notice (`preemption`) saves `last`
             and raises `preemption.Preempted`; the same command resumes.
 
 What stays in a driver is its own: the model and loss, the data stream, how to
@@ -269,7 +270,10 @@ def run(
       window, tic = [], time.time()
     if validate_now:
       stop = validation(step)
-    preempted = preemption.requested()
+    # One process: after every step. Several: only where they sync anyway (the
+    # log steps), since the notice is a collective that would stall each step.
+    check = jax.process_count() == 1 or step % config.log_period == 0 or is_last
+    preempted = check and preemption.requested()
     if step % config.checkpoint_period == 0 or is_last or stop or preempted:
       trainer.check_finite(
         trainer.to_host(m), step=step, phase=phase
