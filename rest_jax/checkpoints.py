@@ -283,7 +283,7 @@ def restore_params(
       f'No {what} checkpoint under {checkpoint_dir}: train one first, or give the '
       'directory that holds its step folders.'
     )
-  ckpt = Checkpointer(checkpoint_dir)
+  ckpt = Checkpointer(checkpoint_dir, max_to_keep=None)  # Reading: never deletes.
   steps = ckpt.all_steps()
   if step is None:
     step = steps[-1] if steps else None

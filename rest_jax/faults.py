@@ -6,7 +6,9 @@ Grow shard, just before an atomic rename (`files.atomic_path`: run state,
 summary, report, manifests, sidecars), at the start of a ReST phase. With no
 plan in the environment, `point` returns at once (one dict lookup).
 
-A plan is a JSON file named by the environment variable REST_JAX_FAULT_PLAN:
+For one process at a time: the state file is read and rewritten without a
+lock (the harness runs single-process runs). A plan is a JSON file named by
+the environment variable REST_JAX_FAULT_PLAN:
 
   {"state": "/path/state.json",      # counts over every attempt of the run
    "log": "/path/points.jsonl",      # optional: one line per hit
@@ -17,9 +19,9 @@ times in `phase` (counted over all the attempts of the run: the state file
 persists, and the harness reruns the same command after each kill), so a kill
 lands in the phase it was aimed at even though a resumed attempt repeats some
 work. 'KILL' is SIGKILL (no cleanup); 'TERM' is SIGTERM (the preemption notice:
-`preemption`). A point marked `during=True` (an Orbax save) arms a timer that
-kills the process a few milliseconds later, while the save is being written,
-instead of at once.
+`preemption`), always sent at once. A 'KILL' at a point marked `during=True`
+(an Orbax save) arms a timer that kills the process a few milliseconds later,
+while the save is being written, instead of at once.
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ def write_json(path: str, obj: Any, *, all_processes: bool = False) -> str:
 
 
 def write_jsonl(path: str, rows: list[dict], *, all_processes: bool = False) -> str:
-  """Writes `rows` as JSON lines (one object per line) to `path` atomically."""
+  """Writes `rows` as JSON lines (one object per line) to `path` atomically (process 0 only)."""
   text = ''.join(json.dumps(r, sort_keys=True, default=float) + '\n' for r in rows)
   return write_text(path, text, all_processes=all_processes)
 

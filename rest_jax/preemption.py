@@ -12,8 +12,8 @@ looks at the flag at its safe points:
 
 Each then raises `Preempted`, which `main` turns into one line on stderr and
 exit code `EXIT_CODE` (75, EX_TEMPFAIL: "try again"). Running the same
-command again resumes from what was saved. A second SIGTERM while the first
-is being handled restores the default action (the process dies at once).
+command again resumes from what was saved. The first SIGTERM also restores
+the default action, so a second one kills the process at once.
 
 In a multi-process run every process must stop at the same safe point, or
 the others would wait forever at the next collective: `requested()` agrees

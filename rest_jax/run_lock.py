@@ -32,6 +32,8 @@ from absl import logging
 from rest_jax import errors
 from rest_jax import model_dir as model_dir_lib
 
+_HELD: set[str] = set()  # Tokens of the locks this process holds.
+
 
 class RunDirInUseError(errors.UserInputError):
   """Another run holds the lock of this MODEL_DIR."""
@@ -154,6 +156,7 @@ def acquire(model_dir: str, run_mode: str) -> dict:
         'this user can create and write (check the path, its permissions and free space).'
       ) from e
     if created:
+      _HELD.add(record['token'])
       return record
     holder = _read(path)
     if holder is None:
@@ -170,7 +173,10 @@ def acquire(model_dir: str, run_mode: str) -> dict:
         f'from here. Wait for that run to end or use another MODEL_DIR; if that run is gone, '
         f'delete {path} and run again.'
       )
-    if _pid_alive(holder['pid']):
+    # Our own pid on a lock we did not take: a previous run of a restarted
+    # container (which often gets the same pid and hostname) left it.
+    ours_stale = holder['pid'] == os.getpid() and holder.get('token') not in _HELD
+    if not ours_stale and _pid_alive(holder['pid']):
       raise RunDirInUseError(
         f'MODEL_DIR {model_dir} is in use by {_describe(holder)}. Wait for that run to end or '
         f'use another MODEL_DIR; if pid {holder["pid"]} is not a rest_jax run, delete {path}.'
@@ -191,6 +197,7 @@ def acquire(model_dir: str, run_mode: str) -> dict:
 def release(model_dir: str, record: dict) -> None:
   """Removes the lock of `model_dir` if it is still the one `record` took."""
   path = lock_path(model_dir)
+  _HELD.discard(record.get('token'))
   holder = _read(path)
   if holder is None or holder.get('token') != record.get('token'):
     logging.warning("The lock %s is no longer this run's; left as it is.", path)

@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jax
+import numpy as np
 import optax
 import tqdm
 from absl import logging
@@ -118,8 +119,11 @@ def _drop_steps_after(directory: str, step: int, phase: str) -> None:
 
 
 def _numbers(metrics: Mapping[str, Any]) -> dict[str, float]:
+  """The numeric metrics as Python numbers (numpy scalars included; booleans not)."""
   return {
-    k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    k: float(v) if isinstance(v, np.floating) else int(v) if isinstance(v, np.integer) else v
+    for k, v in metrics.items()
+    if isinstance(v, int | float | np.number) and not isinstance(v, bool | np.bool_)
   }
 
 
@@ -235,56 +239,55 @@ def run(
     logging.info('%s step %d validation %s', phase, step, row)
     return stopping
 
-  if validate is not None and config.validate_start and not any(r['step'] == 0 for r in history):
-    stop = validation(0, baseline)
-  data, window, tic, step = None, [], time.time(), start
-  while not stop and step < config.num_steps:
-    data = batches(start) if data is None else data
-    step += 1
-    batch = partitioning.shard_batch(next(data), mesh)
-    if prepare is not None:
-      with partitioning.axis_rules(mesh):
-        batch = prepare(batch, step, state)
-    state, m = steps.train_step(state, batch, rng)
-    faults.point('train_step')
-    window.append(m)
-    bar.update(1)
-    is_last = step == config.num_steps
-    validate_now = validate is not None and (
-      is_last or bool(config.eval_period and step % config.eval_period == 0)
-    )
-    if step % config.log_period == 0 or is_last or validate_now:
-      means = trainer.mean_metrics(trainer.to_host(window))
-      trainer.check_finite(means, step=step, phase=phase)
-      if lr_schedule is not None:
-        means['learning_rate'] = trainer.lr_at(lr_schedule, step - 1)
-      means['steps_per_second'] = len(window) / max(time.time() - tic, 1e-9)
-      writer.scalars('train', step, means)
-      bar.set_postfix(loss=f'{means["loss"]:.4f}')
-      if bar.disable:
-        print(
-          f'[{phase}] step {step}/{config.num_steps} loss {means["loss"]:.4f} '
-          f'{means["steps_per_second"]:.2f} steps/s',
-          flush=True,
-        )
-      window, tic = [], time.time()
-    if validate_now:
-      stop = validation(step)
-    # One process: after every step. Several: only where they sync anyway (the
-    # log steps), since the notice is a collective that would stall each step.
-    check = jax.process_count() == 1 or step % config.log_period == 0 or is_last
-    preempted = check and preemption.requested()
-    if step % config.checkpoint_period == 0 or is_last or stop or preempted:
-      trainer.check_finite(
-        trainer.to_host(m), step=step, phase=phase
-      )  # Never save a diverged state.
-      last.save(step, state)
-    if preempted:
-      bar.close()
-      writer.close()
-      raise preemption.Preempted(f'in {phase} at step {step} (checkpoints/{phase}/last)')
-  bar.close()
-  writer.close()
+  try:
+    if validate is not None and config.validate_start and not any(r['step'] == 0 for r in history):
+      stop = validation(0, baseline)
+    data, window, tic, step = None, [], time.time(), start
+    while not stop and step < config.num_steps:
+      data = batches(start) if data is None else data
+      step += 1
+      batch = partitioning.shard_batch(next(data), mesh)
+      if prepare is not None:
+        with partitioning.axis_rules(mesh):
+          batch = prepare(batch, step, state)
+      state, m = steps.train_step(state, batch, rng)
+      faults.point('train_step')
+      window.append(m)
+      bar.update(1)
+      is_last = step == config.num_steps
+      validate_now = validate is not None and (
+        is_last or bool(config.eval_period and step % config.eval_period == 0)
+      )
+      if step % config.log_period == 0 or is_last or validate_now:
+        means = trainer.mean_metrics(trainer.to_host(window))
+        trainer.check_finite(means, step=step, phase=phase)
+        if lr_schedule is not None:
+          means['learning_rate'] = trainer.lr_at(lr_schedule, step - 1)
+        means['steps_per_second'] = len(window) / max(time.time() - tic, 1e-9)
+        writer.scalars('train', step, means)
+        bar.set_postfix(loss=f'{means["loss"]:.4f}')
+        if bar.disable:
+          print(
+            f'[{phase}] step {step}/{config.num_steps} loss {means["loss"]:.4f} '
+            f'{means["steps_per_second"]:.2f} steps/s',
+            flush=True,
+          )
+        window, tic = [], time.time()
+      if validate_now:
+        stop = validation(step)
+      # One process: after every step. Several: only where they sync anyway (the
+      # log steps), since the notice is a collective that would stall each step.
+      check = jax.process_count() == 1 or step % config.log_period == 0 or is_last
+      preempted = check and preemption.requested()
+      if step % config.checkpoint_period == 0 or is_last or stop or preempted:
+        # Never save a diverged state: it would be resumed from.
+        trainer.check_finite(trainer.to_host(m), step=step, phase=phase)
+        last.save(step, state)
+      if preempted:
+        raise preemption.Preempted(f'in {phase} at step {step} (checkpoints/{phase}/last)')
+  finally:  # Also on a non-finite loss or a preemption: flush what was logged.
+    bar.close()
+    writer.close()
   return LoopResult(
     state=state,
     start_step=start,

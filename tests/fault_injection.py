@@ -314,6 +314,11 @@ def main() -> int:
   with open(os.path.join(work, 'interrupted_points.jsonl')) as f:
     acted = [json.loads(line) for line in f if '"action"' in line]
   problems = compare(reference, interrupted)
+  fired_terms = sum(p['action'] == 'TERM' for p in acted)
+  if len(acted) != len(targets):
+    problems.append(f'{len(acted)} of {len(targets)} planned targets fired')
+  if sum(c == SIGTERM_EXIT for c in codes) != fired_terms:
+    problems.append(f'{fired_terms} SIGTERMs sent, {codes.count(SIGTERM_EXIT)} exits with code 75')
   leftovers = glob.glob(os.path.join(interrupted, '**', '*.tmp-*'), recursive=True)
   result = {
     'kills': sum(c == -9 for c in codes),

@@ -151,3 +151,16 @@ def test_main_refuses_a_held_model_dir_in_one_line(tmp_path):
   )
   assert f'pid {os.getpid()}' in lines[-1] and 'Traceback' not in proc.stderr
   assert os.listdir(model_dir) == ['.lock']  # Nothing written, the holder's lock kept.
+
+
+def test_a_lock_with_our_pid_that_we_did_not_take_is_stale(tmp_path):
+  # A restarted container often gets the same pid and hostname as the run that died.
+  model_dir = str(tmp_path / 'run')
+  os.makedirs(model_dir)
+  stale = {'host': socket.gethostname(), 'pid': os.getpid(), 'run_mode': 'bc', 'token': 'old'}
+  with open(run_lock.lock_path(model_dir), 'w') as f:
+    json.dump(stale, f)
+  with run_lock.hold(model_dir, 'rest') as record:
+    assert record['token'] != 'old'
+    with pytest.raises(run_lock.RunDirInUseError, match=f'pid {os.getpid()}'):
+      run_lock.acquire(model_dir, 'eval')  # Our own live lock is still refused.
