@@ -21,7 +21,8 @@ import seqio
 import tensorflow as tf
 from absl import logging
 
-from rest_jax import corpus_files, reward_model, tasks
+from rest_jax import reward_model, tasks
+from rest_jax.corpora import corpus_files
 from rest_jax.errors import DataError
 from rest_jax.judgments import Judgment
 

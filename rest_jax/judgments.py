@@ -50,7 +50,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from rest_jax import corpus_files, corruptions, rewards
+from rest_jax import corruptions, rewards
+from rest_jax.corpora import corpus_files
 from rest_jax.errors import DataError
 
 # The MQM files: $REST_JAX_MQM_DIR, default <repo>/../shared/data/wmt-mqm.

@@ -8,7 +8,7 @@ t5x encoder-decoder layout. `tatoeba_en_de()` is the corpus shipped in
 
 Reading the files and carving validation and test from train (by source
 sentence, in a hashed order: no source sentence is in two splits) is
-`corpus_files.py`; the vocabulary, trained on first use and cached, is
+`corpora/corpus_files.py`; the vocabulary, trained on first use and cached, is
 `vocabularies.py`.
 
 This module (and the data-layer modules beside it) are the only ones that import
@@ -28,7 +28,8 @@ import seqio
 import tensorflow as tf
 from absl import logging
 
-from rest_jax import corpora, corpus_files, errors, vocabularies
+from rest_jax import corpora, errors, vocabularies
+from rest_jax.corpora import corpus_files
 
 SPLITS = ('train', 'validation', 'test')
 # Pieces of the shipped Tatoeba vocabulary: small enough that a CPU model learns

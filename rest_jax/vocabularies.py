@@ -21,7 +21,8 @@ import seqio
 import tensorflow as tf
 from absl import logging
 
-from rest_jax import corpus_files, files
+from rest_jax import files
+from rest_jax.corpora import corpus_files
 
 if TYPE_CHECKING:
   from rest_jax import tasks

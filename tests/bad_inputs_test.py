@@ -492,15 +492,20 @@ def test_unwritable_model_dir(tmp_path):
   assert os.listdir(tmp_path) == ['a_file'] and blocker.read_text() == 'not a folder'
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason='root writes into read-only folders')
-def test_read_only_model_dir(tmp_path):
+def test_read_only_model_dir(tmp_path, monkeypatch):
+  # A read-only parent, simulated (root, as in CI, writes through permission bits).
   parent = tmp_path / 'ro'
   parent.mkdir()
-  parent.chmod(0o500)
-  try:
-    msg = run_main(_report_argv(parent / 'run'))
-  finally:
-    parent.chmod(0o700)
+  makedirs = os.makedirs
+
+  def denied(path, *args, **kwargs):
+    if str(path).startswith(str(parent)):
+      raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+    return makedirs(path, *args, **kwargs)
+
+  monkeypatch.setattr(os, 'makedirs', denied)
+  msg = run_main(_report_argv(parent / 'run'))
+  monkeypatch.undo()
   assert msg.startswith(f'error: MODEL_DIR {parent / "run"} cannot be written (Permission denied')
   assert os.listdir(parent) == []
 

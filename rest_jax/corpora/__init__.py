@@ -1,1 +1,2 @@
-"""Corpora shipped inside the package; `rest_jax.tasks` finds them beside this file."""
+"""Corpora shipped inside the package (`rest_jax.tasks` finds them beside this file) and
+`corpus_files`, which reads corpus files and carves their splits."""
