@@ -21,7 +21,10 @@ import time
 import jax
 from policy_speed import SIZES  # bench/ is on sys.path when this script runs.
 
-from rest_jax import grow, network, partitioning, rewards, tasks
+from rest_jax.core import network, partitioning
+from rest_jax.data import tasks
+from rest_jax.rewards import reward_fns
+from rest_jax.runs import grow
 
 # The mini model of gin/models/mini.gin (shapes shared with policy_speed.py).
 MINI = dataclasses.replace(network.T5Config(vocab_size=tasks.TATOEBA_VOCAB_SIZE), **SIZES['mini'])
@@ -54,7 +57,7 @@ def main() -> None:
         model_config=MINI,
         grow_config=cfg,
         sampling=sampling,
-        reward=rewards.SentenceChrF(),
+        reward=reward_fns.SentenceChrF(),
         grow_round=grow_round,
         policy_checkpoint=checkpoint,
         mesh_config=partitioning.MeshConfig(),

@@ -19,16 +19,10 @@ import time
 from absl import app, flags
 from policy_speed import SIZES  # bench/ is on sys.path when this script runs.
 
-from rest_jax import (
-  evaluation,
-  filtering,
-  improve,
-  network,
-  partitioning,
-  reward_model,
-  rewards,
-  tasks,
-)
+from rest_jax.core import filtering, network, partitioning
+from rest_jax.data import tasks
+from rest_jax.rewards import reward_fns, reward_model
+from rest_jax.runs import evaluation, improve
 
 _MODEL_DIR = flags.DEFINE_string('model_dir', '/tmp/rest_jax/demo', 'A finished demo_cpu run.')
 _OUT_DIR = flags.DEFINE_string('out_dir', '/tmp/rest_jax/losses', 'Where each loss runs.')
@@ -63,7 +57,7 @@ def _link_run(src: str, dst: str) -> None:
 def main(argv):
   del argv
   task = tasks.tatoeba_en_de()
-  reward = rewards.LearnedReward(
+  reward = reward_fns.LearnedReward(
     checkpoint_dir=os.path.join(_MODEL_DIR.value, 'checkpoints', 'rm', 'last'),
     config=RM,
     vocab_path=tasks.get_vocabulary(task).sentencepiece_model_file,

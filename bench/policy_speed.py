@@ -21,8 +21,8 @@ import time
 import jax
 import numpy as np
 
-from rest_jax import models, network, optimizers, partitioning, trainer
-from rest_jax import train_state as train_state_lib
+from rest_jax.core import models, network, optimizers, partitioning, trainer
+from rest_jax.core import train_state as train_state_lib
 
 SIZES = {  # Same shapes as gin/models/*.gin.
   'tiny': dict(

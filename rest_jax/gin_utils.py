@@ -17,8 +17,9 @@ import tokenize
 from collections.abc import Sequence
 
 import gin
-from rest_jax import errors, files
-from rest_jax import model_dir as model_dir_lib
+from rest_jax import errors
+from rest_jax.core import files
+from rest_jax.core import model_dir as model_dir_lib
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The repository's gin/ (a source checkout has setup.py beside it; an installed
@@ -244,7 +245,7 @@ def write_config(model_dir: str, filename: str = 'config.gin') -> str:
   """
   check_model_dir(model_dir)
   path = model_dir_lib.ModelDir(model_dir).config(filename)
-  from rest_jax import multihost  # Lazy: keeps JAX out of `main --help`.
+  from rest_jax.core import multihost
 
   if not multihost.is_primary():
     return path

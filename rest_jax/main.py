@@ -25,10 +25,10 @@ Flags:
   --num_processes     number of processes (with --multiprocess).
   --process_id        this process's index, 0..num_processes-1.
 
-A run holds the lock MODEL_DIR/.lock (rest_jax/run_lock.py) while it runs: a
+A run holds the lock MODEL_DIR/.lock (rest_jax/core/run_lock.py) while it runs: a
 second run on the same MODEL_DIR stops at once and names the first.
 
-SIGTERM is a preemption notice (rest_jax/preemption.py): the running phase
+SIGTERM is a preemption notice (rest_jax/core/preemption.py): the running phase
 saves at its next safe point (the next optimizer step, Grow shard or phase
 boundary) and the process exits with code 75 and one line on stderr; the same
 command resumes.
@@ -46,20 +46,21 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app, flags, logging
 
-from rest_jax import errors, gin_utils, preemption, run_lock
+from rest_jax import errors, gin_utils
+from rest_jax.core import preemption, run_lock
 
 # run_mode -> (module, function). Imported lazily so that --help is fast.
 RUN_MODES = {
-  'bc': ('rest_jax.train', 'train'),
-  'eval': ('rest_jax.evaluation', 'evaluate'),
-  'grow': ('rest_jax.grow', 'grow'),
-  'inspect': ('rest_jax.inspect_round', 'inspect'),
-  'train_rm': ('rest_jax.reward_training', 'train_rm'),
-  'improve': ('rest_jax.improve', 'improve'),
-  'rest': ('rest_jax.rest', 'rest'),
-  'report': ('rest_jax.report', 'report'),
-  'infer': ('rest_jax.infer', 'infer'),
-  'import_t5': ('rest_jax.t5_import', 'import_t5'),
+  'bc': ('rest_jax.runs.bc', 'train'),
+  'eval': ('rest_jax.runs.evaluation', 'evaluate'),
+  'grow': ('rest_jax.runs.grow', 'grow'),
+  'inspect': ('rest_jax.runs.inspect_round', 'inspect'),
+  'train_rm': ('rest_jax.runs.train_rm', 'train_rm'),
+  'improve': ('rest_jax.runs.improve', 'improve'),
+  'rest': ('rest_jax.runs.rest', 'rest'),
+  'report': ('rest_jax.runs.report', 'report'),
+  'infer': ('rest_jax.runs.infer', 'infer'),
+  'import_t5': ('rest_jax.runs.import_t5', 'import_t5'),
 }
 
 _RUN_MODE = flags.DEFINE_enum('run_mode', None, sorted(RUN_MODES), 'Which run function to call.')
@@ -98,7 +99,7 @@ def _run_dir_lock(run_mode: str):
   if model_dir is None:
     return contextlib.nullcontext()
   if _MULTIPROCESS.value:
-    from rest_jax import multihost  # Lazy: imports JAX.
+    from rest_jax.core import multihost
 
     if not multihost.is_primary():
       return contextlib.nullcontext()
@@ -121,7 +122,7 @@ def main(argv) -> None:
       '--coordinator_address / --num_processes / --process_id need --multiprocess.'
     )
   if _MULTIPROCESS.value:
-    from rest_jax import multihost  # Lazy, as the run modes: --help stays fast.
+    from rest_jax.core import multihost
 
     try:
       multihost.initialize(*explicit)

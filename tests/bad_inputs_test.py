@@ -29,23 +29,11 @@ import test_utils
 from absl import flags
 
 import gin
-from rest_jax import (
-  checkpoints,
-  errors,
-  evaluation,
-  files,
-  filtering,
-  gin_utils,
-  grow,
-  grow_io,
-  inspect_round,
-  main,
-  partitioning,
-  rest,
-  rewards,
-  run_lock,
-  tasks,
-)
+from rest_jax import errors, gin_utils, main
+from rest_jax.core import checkpoints, files, filtering, partitioning, run_lock
+from rest_jax.data import grow_io, tasks
+from rest_jax.rewards import reward_fns
+from rest_jax.runs import evaluation, grow, inspect_round, rest
 
 # case -> the tests that check it (this module unless a file is named).
 CATALOGUE = {
@@ -591,7 +579,7 @@ def test_config_changed_between_restarts(tmp_path):
 
 
 def test_non_finite_rewards():
-  verifier = rewards.Verifier(fn=lambda s, c, r: float('nan') if c == 'b' else 1.0, name='parse')
+  verifier = reward_fns.Verifier(fn=lambda s, c, r: float('nan') if c == 'b' else 1.0, name='parse')
   with pytest.raises(errors.UserInputError) as e:
     verifier(['x', 'y', 'z'], ['a', 'b', 'b'])
   assert re.fullmatch(
@@ -601,7 +589,7 @@ def test_non_finite_rewards():
     _one_line(e),
   )
   with pytest.raises(errors.UserInputError) as e:
-    rewards.Rewards(reward=np.array([0.5, np.inf]), raw=np.array([0.5, 1.0]))
+    reward_fns.Rewards(reward=np.array([0.5, np.inf]), raw=np.array([0.5, 1.0]))
   assert re.fullmatch(
     r'Rewards: row 1 has reward=inf raw=1\.0; rewards must be finite and in \[0, 1\] \(1 bad '
     r'rows\)\. Fix the reward source that returned them\.',

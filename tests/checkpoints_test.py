@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import test_utils
 
-from rest_jax import checkpoints, models, optimizers, partitioning
-from rest_jax import train_state as train_state_lib
+from rest_jax.core import checkpoints, models, optimizers, partitioning
+from rest_jax.core import train_state as train_state_lib
 
 
 def _state(mesh):

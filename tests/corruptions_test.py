@@ -1,4 +1,4 @@
-"""Tests for rest_jax.corruptions: text corruptions, reward-hacking probes, rule labels."""
+"""Tests for rest_jax.rewards.corruptions: text corruptions, reward-hacking probes, rule labels."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from rest_jax import corruptions
+from rest_jax.rewards import corruptions
 
 _SENTENCE = 'the quick brown fox jumps over the lazy dog'  # 9 words, 8 distinct.
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import test_utils
 
-from rest_jax import decoding
+from rest_jax.core import decoding
 
 L = 6
 

@@ -10,7 +10,11 @@ import pytest
 import sacrebleu
 import test_utils
 
-from rest_jax import errors, evaluation, models, partitioning, rewards, tasks
+from rest_jax import errors
+from rest_jax.core import models, partitioning
+from rest_jax.data import tasks
+from rest_jax.rewards import reward_fns
+from rest_jax.runs import evaluation
 
 L = 40  # Input and target length: longer than any tiny-corpus sentence.
 HELD_OUT = 7  # Validation (and test) examples.
@@ -91,7 +95,7 @@ def test_metrics_of_the_greedy_outputs(setup):
 def test_outputs_equal_to_the_references_score_100(setup):
   task, model, params, mesh = setup
   oracle = _Oracle(model.config)
-  reward = rewards.SentenceChrF()
+  reward = reward_fns.SentenceChrF()
   got = evaluation.evaluate_policy(
     oracle,
     params,

@@ -8,7 +8,7 @@ What it does:
      as a subprocess (`python -m rest_jax.main --run_mode=rest`, BC, the reward
      model and the judge, G=2 Grow rounds, 2 Improve steps each, the BC
      control, eval, the report), logging every fault point it passes
-     (`rest_jax.faults`): optimizer steps, Orbax saves, half-written Grow
+     (`rest_jax.core.faults`): optimizer steps, Orbax saves, half-written Grow
      shards, atomic writes of rest_state.json / summary.json / the report /
      manifests, phase starts.
   2. Picks N SIGKILL points (and K SIGTERM points) spread over the phases and
@@ -45,7 +45,7 @@ sys.path.insert(0, os.path.join(REPO, 'tests'))
 
 import test_utils  # noqa: E402
 
-SIGTERM_EXIT = 75  # rest_jax.preemption.EXIT_CODE
+SIGTERM_EXIT = 75  # rest_jax.core.preemption.EXIT_CODE
 TIMING_KEYS = re.compile(r'second|wall|time|steps_per')
 
 
@@ -227,7 +227,7 @@ def normalized_summary(model_dir: str) -> dict:
 
 def grow_rounds(model_dir: str) -> dict[str, dict]:
   """Round name -> {'shards': [sha256...], 'records': n, 'distinct': n}."""
-  from rest_jax import grow_io
+  from rest_jax.data import grow_io
 
   out = {}
   for round_dir in sorted(glob.glob(os.path.join(model_dir, 'grow', '*'))):

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import gin
-from rest_jax import errors, filter_masks, filtering
+from rest_jax import errors
+from rest_jax.core import filter_masks, filtering
 
 # Four sources: 0 has a tie (0.5, 0.5), 1 is all equal, 2 is spread out, 3 has one sample.
 #                 |------ source 0 -----|------ source 1 -----|------ source 2 -----| 3 |
@@ -316,7 +317,7 @@ def test_top_k_per_source_schedule():
 def test_schedules_bind_with_gin():
   config = """
     from __gin__ import dynamic_registration
-    from rest_jax import filtering
+    from rest_jax.core import filtering
     filtering.PerSourceInterpolation.gammas = [0.0, 0.5]
     filtering.MinKeptPolicy.on_too_few = 'percentile'
   """

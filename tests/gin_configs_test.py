@@ -23,16 +23,16 @@ _REQUIRED = {
   'runs/grow.gin': [
     "MODEL_DIR = '/tmp/unused'",
     'TASK = @tasks.tatoeba_en_de()',
-    'REWARD = @rewards.SentenceChrF()',
+    'REWARD = @reward_fns.SentenceChrF()',
   ],
   'runs/inspect.gin': ["ROUND_DIR = '/tmp/unused/grow/g1'"],
   'runs/import_t5.gin': ["HF_CHECKPOINT = '/tmp/unused'", "MODEL_DIR = '/tmp/unused'"],
   'runs/improve.gin': [
     "MODEL_DIR = '/tmp/unused'",
     'TASK = @tasks.tatoeba_en_de()',
-    'REWARD = @rewards.SentenceChrF()',
+    'REWARD = @reward_fns.SentenceChrF()',
   ],
-  'runs/infer.gin': ["MODEL_DIR = '/tmp/unused'", 'REWARD = @rewards.SentenceChrF()'],
+  'runs/infer.gin': ["MODEL_DIR = '/tmp/unused'", 'REWARD = @reward_fns.SentenceChrF()'],
   'runs/rest.gin': ["MODEL_DIR = '/tmp/unused'", 'TASK = @tasks.tatoeba_en_de()'],
   'runs/report.gin': ["MODEL_DIR = '/tmp/unused'"],
   'runs/train_rm.gin': [
@@ -177,7 +177,7 @@ def test_rest_configs_use_mqm_only_for_english_german(name):
   assert {'rest/iwslt_paper.gin': ('de', 'en'), 'rest/wmt_paper.gin': ('zh', 'en')}.get(
     name, pair
   ) == pair
-  assert str(gin.query_parameter('reward_training.JudgmentsConfig.use_mqm')) == '%USE_MQM'
+  assert str(gin.query_parameter('train_rm.JudgmentsConfig.use_mqm')) == '%USE_MQM'
   if pair != ('en', 'de'):
     assert gin.query_parameter('%USE_MQM') is False, f'{name} is {pair}: set USE_MQM = False'
 
@@ -194,4 +194,4 @@ def test_reward_model_samples_the_runs_lengths(name, lengths):
   # The policy samples of the reward model's judgments use the run's lengths.
   assert gin.query_parameter('%INPUT_LENGTH') == gin.query_parameter('%TARGET_LENGTH') == lengths
   for key, macro in (('input_length', '%INPUT_LENGTH'), ('target_length', '%TARGET_LENGTH')):
-    assert str(gin.query_parameter(f'reward_training.JudgmentsConfig.{key}')) == macro
+    assert str(gin.query_parameter(f'train_rm.JudgmentsConfig.{key}')) == macro

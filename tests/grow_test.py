@@ -9,8 +9,11 @@ import pytest
 import seqio
 import test_utils
 
-from rest_jax import grow, grow_io, inspect_round, partitioning, rewards, tasks
-from rest_jax import model_dir as model_dir_lib
+from rest_jax.core import model_dir as model_dir_lib
+from rest_jax.core import partitioning
+from rest_jax.data import grow_io, tasks
+from rest_jax.rewards import reward_fns
+from rest_jax.runs import grow, inspect_round
 
 N = 3  # Samples per source.
 
@@ -150,7 +153,7 @@ def _run_grow(corpus, cfg, model_dir, mesh=None, unfinished='keep', **overrides)
     model_config=cfg,
     grow_config=grow_cfg,
     sampling=grow.SamplingConfig(num_samples=N, temperature=1.0, unfinished=unfinished),
-    reward=rewards.SentenceChrF(),
+    reward=reward_fns.SentenceChrF(),
     policy_checkpoint=overrides.pop('policy_checkpoint'),
     mesh_config=mesh or partitioning.MeshConfig(num_devices=1),
     progress=False,
@@ -298,7 +301,7 @@ def test_length_cap_counts_and_dropping_unfinished_samples(policy, tmp_path):
     if cut:
       assert k['targets_pretokenized'][i] == vocab.decode(list(f[: t - 1]))
       assert k['targets_pretokenized'][i] != k['reference'][i]
-      want = rewards.SentenceChrF()(['.'], [k['targets_pretokenized'][i]], [k['reference'][i]])
+      want = reward_fns.SentenceChrF()(['.'], [k['targets_pretokenized'][i]], [k['reference'][i]])
       assert k['reward'][i] == pytest.approx(float(want.reward[0]), abs=1e-6) and k['reward'][i] < 1
     else:
       assert k['targets_pretokenized'][i] == k['reference'][i]

@@ -9,23 +9,20 @@ import numpy as np
 import pytest
 import test_utils
 
-from rest_jax import (
+from rest_jax import errors
+from rest_jax.core import (
   checkpoints,
-  errors,
-  evaluation,
   filter_masks,
   filtering,
-  grow,
-  grow_io,
-  improve,
   losses,
   models,
   partitioning,
-  rewards,
-  tasks,
   train_loop,
 )
-from rest_jax import model_dir as model_dir_lib
+from rest_jax.core import model_dir as model_dir_lib
+from rest_jax.data import grow_io, tasks
+from rest_jax.rewards import reward_fns
+from rest_jax.runs import evaluation, grow, improve
 
 L = 16
 MESH = partitioning.MeshConfig(num_devices=1)
@@ -46,7 +43,7 @@ def grown(tmp_path_factory):
       task=task, max_sources=16, sources_per_shard=8, batch_size=8, input_length=L, target_length=L
     ),
     sampling=grow.SamplingConfig(num_samples=3),
-    reward=rewards.SentenceChrF(),
+    reward=reward_fns.SentenceChrF(),
     grow_round=1,
     mesh_config=MESH,
     progress=False,
@@ -77,7 +74,7 @@ def _improve(grown, model_dir, config, step=1, init='bc/best', reward=None):
     model_config=cfg,
     improve_config=config,
     eval_config=evaluation.EvalConfig(task=task, batch_size=8, input_length=L, target_length=L),
-    reward=reward or rewards.SentenceChrF(),
+    reward=reward or reward_fns.SentenceChrF(),
     grow_round=1,
     improve_step=step,
     init_checkpoint=init,
@@ -296,7 +293,7 @@ def test_tied_validation_reward_keeps_the_starting_policy(grown, tmp_path):
   _, cfg, _ = grown
   model_dir = _copy_run(grown, tmp_path)
   result = _improve(
-    grown, model_dir, _config(num_train_steps=2, eval_period=1), reward=rewards.ExactMatch()
+    grown, model_dir, _config(num_train_steps=2, eval_period=1), reward=reward_fns.ExactMatch()
   )
   history = [json.loads(x) for x in open(os.path.join(model_dir, 'eval', 'g1_i1_history.jsonl'))]
   assert [(h['step'], h['reward']) for h in history] == [(0, 0.0), (1, 0.0), (2, 0.0)]

@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 import test_utils
 
-from rest_jax import checkpoints, infer, metrics, models, partitioning, rewards, sampler, tasks
+from rest_jax.core import checkpoints, metrics, models, partitioning, sampler
+from rest_jax.data import tasks
+from rest_jax.rewards import reward_fns
+from rest_jax.runs import infer
 
 L = 16
 MESH = partitioning.MeshConfig(num_devices=1)
@@ -139,7 +142,7 @@ def test_infer_writes_outputs_and_curve(policy, tmp_path):
       input_length=L,
       target_length=L,
     ),
-    reward=rewards.SentenceChrF(),
+    reward=reward_fns.SentenceChrF(),
     name='tiny',
     mesh_config=MESH,
     progress=False,

@@ -1,4 +1,4 @@
-"""Tests for rest_jax.judgment_tasks: judgments as seqio tasks and mixtures, padded batches."""
+"""Tests for rest_jax.data.judgment_tasks: judgments as seqio tasks and mixtures, padded batches."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from rest_jax import judgment_tasks, judgments, reward_model, tasks
+from rest_jax.data import judgment_tasks, judgments, tasks
+from rest_jax.data.judgments import Judgment
 from rest_jax.errors import DataError
-from rest_jax.judgments import Judgment
+from rest_jax.rewards import reward_model
 
 _PAIRS = [
   ('I have a dog.', 'Ich habe einen Hund.'),

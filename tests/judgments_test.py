@@ -1,4 +1,4 @@
-"""Tests for rest_jax.judgments: TSV and MQM reading, document splits, synthetic judgments."""
+"""Tests for rest_jax.data.judgments: TSV and MQM reading, document splits, synthetic judgments."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import os
 import numpy as np
 import pytest
 
-from rest_jax import corruptions, judgments, rewards
+from rest_jax.data import judgments
+from rest_jax.data.judgments import Judgment
 from rest_jax.errors import DataError
-from rest_jax.judgments import Judgment
+from rest_jax.rewards import corruptions, reward_fns
 
 _REAL_MQM = os.path.join(judgments.DEFAULT_MQM_DIR, judgments.MQM_ENDE_FILE)
 
@@ -304,7 +305,7 @@ def test_rule_labels_rank_hacks_below_the_reference():
 def test_synthetic_judgments_custom_label_fn_and_single_pair():
   def length_ratio(sources, candidates, references):
     raw = [len(c) / max(len(r), 1) for c, r in zip(candidates, references)]
-    return rewards.Rewards(reward=np.clip(raw, 0, 1), raw=np.array(raw))
+    return reward_fns.Rewards(reward=np.clip(raw, 0, 1), raw=np.array(raw))
 
   got = judgments.synthetic_judgments(
     _PAIRS[:1], corruptions_per_pair=7, seed=0, label_fn=length_ratio

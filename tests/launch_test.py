@@ -35,7 +35,7 @@ FORWARDED = [
   "--gin.NAME='a b'",
   "--gin.TEXT='it''s \"quoted\" $HOME `x` \\ ! * ; && |'",
   '--gin_bindings',
-  'train.train.seed = 3',
+  'bc.train.seed = 3',
   '--gin_bindings=NUM_SAMPLES = 4',
   '--gin_search_paths=/tmp/x,/tmp/y',
   '--dry_run',

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rest_jax import losses
+from rest_jax.core import losses
 
 # The shared B=2, T=3 case: row 1's last token is padding (its value must not matter).
 LP = np.array([[-1.0, -2.0, -0.5], [-0.25, -3.0, -77.0]], np.float32)

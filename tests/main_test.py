@@ -56,12 +56,12 @@ def test_bc_resume_and_eval_in_process(corpus, tmp_path):
   run_main(
     [
       '--run_mode=bc',
-      '--gin_bindings=train.train.progress = False',
+      '--gin_bindings=bc.train.progress = False',
       *_bindings(tsv, vocab, model_dir, 6),
     ]
   )
   assert (model_dir / 'config.gin').exists()
-  assert 'train.train' in (model_dir / 'config.gin').read_text()
+  assert 'bc.train' in (model_dir / 'config.gin').read_text()
   first = json.loads((model_dir / 'eval' / 'bc_validation.json').read_text())
   assert first['step'] == 6 and first['num_examples'] == 16
   assert 0.0 <= first['chrf'] <= 100.0 and 'nrefs:1' in first['bleu_signature']
@@ -72,7 +72,7 @@ def test_bc_resume_and_eval_in_process(corpus, tmp_path):
   run_main(
     [
       '--run_mode=bc',
-      '--gin_bindings=train.train.progress = False',
+      '--gin_bindings=bc.train.progress = False',
       *_bindings(tsv, vocab, model_dir, 9),
     ]
   )
@@ -118,7 +118,7 @@ def test_bc_resume_and_eval_in_process(corpus, tmp_path):
       '--gin.tasks.ParallelCorpus.num_test=16',
       '--gin.VOCAB_SIZE=128',
       "--gin.CHECKPOINT='bc/best'",
-      '--gin.REWARD=@rewards.SentenceChrF()',
+      '--gin.REWARD=@reward_fns.SentenceChrF()',
       '--gin.INPUT_LENGTH=16',
       '--gin.TARGET_LENGTH=16',
       '--gin.evaluation.evaluate.progress=False',
@@ -133,7 +133,7 @@ def test_dry_run_prints_config_and_writes_nothing(corpus, tmp_path, capsys):
   tsv, vocab = corpus
   run_main(['--run_mode=bc', '--dry_run', *_bindings(tsv, vocab, tmp_path / 'dry', 5)])
   out = capsys.readouterr().out
-  assert 'train.train' in out and 'TRAIN_STEPS = 5' in out
+  assert 'bc.train' in out and 'TRAIN_STEPS = 5' in out
   assert not (tmp_path / 'dry').exists()
 
 
@@ -154,10 +154,10 @@ def test_unknown_binding_names_it(corpus, tmp_path):
     [
       '--run_mode=bc',
       *_bindings(tsv, vocab, tmp_path / 'x', 2),
-      '--gin.train.train.num_train_stepz=3',
+      '--gin.bc.train.num_train_stepz=3',
     ]
   )
-  assert msg.startswith("error: --gin_bindings='train.train.num_train_stepz = 3'")
+  assert msg.startswith("error: --gin_bindings='bc.train.num_train_stepz = 3'")
   msg = _error(
     ['--run_mode=bc', *_bindings(tsv, vocab, tmp_path / 'x', 2), '--gin.nosuchmodule.Thing.x=3']
   )
@@ -218,7 +218,7 @@ def test_model_dir_url_is_refused_with_a_clear_error():
 
 
 def test_dry_run_builds_the_arguments_but_does_not_run(tmp_path, capsys, monkeypatch):
-  from rest_jax import report
+  from rest_jax.runs import report
 
   def fail(*args, **kwargs):
     raise AssertionError('the run function body ran in a dry run')
@@ -242,7 +242,9 @@ def test_dry_run_builds_the_arguments_but_does_not_run(tmp_path, capsys, monkeyp
 def test_missing_argument_names_it(tmp_path, dry_run):
   gin_file = tmp_path / 'infer_partial.gin'
   gin_file.write_text(
-    "from __gin__ import dynamic_registration\nfrom rest_jax import infer\ninfer.infer.name = 'x'\n"
+    'from __gin__ import dynamic_registration\n'
+    'from rest_jax.runs import infer\n'
+    "infer.infer.name = 'x'\n"
   )
   msg = _error(['--run_mode=infer', f'--gin_file={gin_file}', *(['--dry_run'] if dry_run else [])])
   assert msg.startswith('error: --run_mode=infer: ') and 'model_dir' in msg, msg
@@ -260,7 +262,8 @@ def test_unconfigured_run_function_names_the_run_file():
 
 
 def test_run_holds_the_model_dir_lock(tmp_path, capsys, monkeypatch):
-  from rest_jax import report, run_lock
+  from rest_jax.core import run_lock
+  from rest_jax.runs import report
 
   model_dir = tmp_path / 'run'
   model_dir.mkdir()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import test_utils
 
-from rest_jax import multihost
+from rest_jax.core import multihost
 
 _WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'multihost_worker.py')
 

@@ -11,7 +11,7 @@ os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=2'
 
 import numpy as np  # noqa: E402
 
-from rest_jax import multihost, partitioning  # noqa: E402
+from rest_jax.core import multihost, partitioning
 
 
 def main(port: int, process_id: int) -> None:

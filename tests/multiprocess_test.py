@@ -26,7 +26,8 @@ import numpy as np
 import pytest
 import test_utils
 
-from rest_jax import checkpoints, grow_io, models, partitioning
+from rest_jax.core import checkpoints, models, partitioning
+from rest_jax.data import grow_io
 
 L = 16
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,9 +35,9 @@ _TIMEOUT_S = 600
 
 _GIN = """
 from __gin__ import dynamic_registration
-from rest_jax import filtering
-from rest_jax import network
-from rest_jax import tasks
+from rest_jax.core import filtering
+from rest_jax.core import network
+from rest_jax.data import tasks
 
 include 'runs/rest.gin'
 include 'models/tiny.gin'

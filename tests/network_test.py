@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import test_utils
 
-from rest_jax import network
+from rest_jax.core import network
 
 
 def _t5_bucket_reference(rel, bidirectional, num_buckets, max_distance):

@@ -13,9 +13,10 @@ import pytest
 import test_utils
 from jax.sharding import PartitionSpec as P
 
-from rest_jax import models, multihost, optimizers, partitioning, reward_model
-from rest_jax import sampler as sampler_lib
-from rest_jax import train_state as train_state_lib
+from rest_jax.core import models, multihost, optimizers, partitioning
+from rest_jax.core import sampler as sampler_lib
+from rest_jax.core import train_state as train_state_lib
+from rest_jax.rewards import reward_model
 
 MESHES = [(8, 1, 1), (2, 2, 2), (1, 1, 8)]
 L = 8

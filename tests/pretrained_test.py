@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import test_utils
 
-from rest_jax import checkpoints, evaluation, models, partitioning, pretrained, tasks
+from rest_jax.core import checkpoints, models, partitioning
+from rest_jax.data import tasks
+from rest_jax.runs import evaluation, pretrained
 
 SHIPPED = 'tatoeba_en_de_small_cpu'  # The BC policy the ReST configs start from.
 

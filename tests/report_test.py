@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from rest_jax import report
+from rest_jax.runs import report
 
 _PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 _EDGES = [k / 20 for k in range(21)]
@@ -239,7 +239,7 @@ def test_report_run_function(model_dir, capsys):
 
 def test_report_does_not_import_tensorflow():
   code = (
-    'import sys; import rest_jax.report; '
+    'import sys; import rest_jax.runs.report; '
     "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'seqio')]; "
     'assert not bad, bad'
   )

@@ -8,27 +8,11 @@ import numpy as np
 import pytest
 import test_utils
 
-from rest_jax import (
-  checkpoints,
-  corruptions,
-  evaluation,
-  filtering,
-  grow,
-  grow_io,
-  improve,
-  infer,
-  models,
-  network,
-  optimizers,
-  partitioning,
-  rest,
-  reward_model,
-  reward_training,
-  rewards,
-  tasks,
-  train,
-)
-from rest_jax import model_dir as model_dir_lib
+from rest_jax.core import checkpoints, filtering, models, network, optimizers, partitioning
+from rest_jax.core import model_dir as model_dir_lib
+from rest_jax.data import grow_io, tasks
+from rest_jax.rewards import corruptions, reward_fns, reward_model
+from rest_jax.runs import bc, evaluation, grow, improve, infer, rest, train_rm
 
 L = 16
 MESH = partitioning.MeshConfig(num_devices=1)
@@ -55,7 +39,7 @@ def _rm_phase(task, **judgments):
       ),
       max_length=32,
     ),
-    judgments=reward_training.JudgmentsConfig(
+    judgments=train_rm.JudgmentsConfig(
       task=task,
       num_train_sources=16,
       num_eval_sources=8,
@@ -78,7 +62,7 @@ def _run(task, model_dir, *, max_phases=None, **overrides):
     model_config=test_utils.tiny_config(vocab_size=128),
     task=task,
     bc=rest.BCConfig(
-      train_data=train.TrainDataConfig(task=task, batch_size=16, input_length=L, target_length=L),
+      train_data=bc.TrainDataConfig(task=task, batch_size=16, input_length=L, target_length=L),
       optimizer=optimizers.OptimizerConfig(learning_rate=3e-3, warmup_steps=2),
       num_train_steps=8,
       eval_period=8,
@@ -315,7 +299,7 @@ def test_rest_em_restarts_every_iteration_from_base(corpus, tmp_path):
     corpus,
     model_dir,
     initial_policy='bc/best',
-    reward=rewards.Binarized(rewards.SentenceChrF(), threshold=0.05),
+    reward=reward_fns.Binarized(reward_fns.SentenceChrF(), threshold=0.05),
     grow_config=grow.GrowConfig(
       task=corpus,
       max_sources=16,

@@ -12,12 +12,14 @@ import sacrebleu
 import sentencepiece
 import test_utils
 
-from rest_jax import checkpoints, optimizers, partitioning, reward_model, rewards
-from rest_jax import train_state as train_state_lib
+from rest_jax.core import checkpoints, optimizers, partitioning
+from rest_jax.core import train_state as train_state_lib
+from rest_jax.rewards import reward_fns, reward_model
 
 _SPM = os.path.join(
   os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
   'rest_jax',
+  'data',
   'corpora',
   'tatoeba_en_de',
   'spm.model',
@@ -35,7 +37,7 @@ def _rm_config(**overrides) -> reward_model.RewardModelConfig:
 
 
 def test_chrf_identical_and_disjoint():
-  chrf = rewards.SentenceChrF()
+  chrf = reward_fns.SentenceChrF()
   out = chrf(['x', 'y'], ['Der Hund schläft.', 'abc'], ['Der Hund schläft.', 'xyz'])
   np.testing.assert_allclose(out.raw, [100.0, 0.0], atol=1e-4)
   np.testing.assert_allclose(out.reward, [1.0, 0.0], atol=1e-6)
@@ -44,7 +46,7 @@ def test_chrf_identical_and_disjoint():
 
 
 def test_bleu_identical_and_disjoint():
-  bleu = rewards.SentenceBleu()
+  bleu = reward_fns.SentenceBleu()
   out = bleu(
     ['x', 'y'], ['Die Katze sieht den Hund .', 'abc def'], ['Die Katze sieht den Hund .', 'uvw xyz']
   )
@@ -56,8 +58,8 @@ def test_partial_matches_equal_sacrebleu():
   cands = ['Die große Katze sieht den Hund.', 'Ein Hund']
   refs = ['Die kleine Katze sieht den Hund.', 'Der Hund schläft.']
   srcs = ['s1', 's2']
-  chrf = rewards.SentenceChrF()(srcs, cands, refs)
-  bleu = rewards.SentenceBleu()(srcs, cands, refs)
+  chrf = reward_fns.SentenceChrF()(srcs, cands, refs)
+  bleu = reward_fns.SentenceBleu()(srcs, cands, refs)
   for i, (c, r) in enumerate(zip(cands, refs)):
     want_chrf = sacrebleu.sentence_chrf(c, [r]).score
     want_bleu = sacrebleu.sentence_bleu(c, [r]).score
@@ -72,10 +74,10 @@ def test_exact_match_with_and_without_normalization():
   cands = ['  Der  Hund\tschläft. ', 'der hund schläft.', 'Der Hund schläft!', 'Der Hund schläft.']
   refs = ['Der Hund schläft.'] * 4
   srcs = [''] * 4
-  norm = rewards.ExactMatch()(srcs, cands, refs)
+  norm = reward_fns.ExactMatch()(srcs, cands, refs)
   np.testing.assert_array_equal(norm.reward, [1.0, 1.0, 0.0, 1.0])
   np.testing.assert_array_equal(norm.raw, norm.reward)
-  exact = rewards.ExactMatch(normalize=False)(srcs, cands, refs)
+  exact = reward_fns.ExactMatch(normalize=False)(srcs, cands, refs)
   np.testing.assert_array_equal(exact.reward, [0.0, 0.0, 0.0, 1.0])
 
 
@@ -90,16 +92,16 @@ def test_verifier_clips_and_keeps_raw():
     seen.append((source, candidate, reference))
     return values[candidate]
 
-  out = rewards.Verifier(fn)(['s'] * 4, list('abcd'))
+  out = reward_fns.Verifier(fn)(['s'] * 4, list('abcd'))
   np.testing.assert_allclose(out.raw, [2.5, -1.0, 0.25, 1.0])
   np.testing.assert_allclose(out.reward, [1.0, 0.0, 0.25, 1.0])
   assert seen[0] == ('s', 'a', None)
-  rewards.Verifier(fn)(['s'], ['a'], ['r'])
+  reward_fns.Verifier(fn)(['s'], ['a'], ['r'])
   assert seen[-1] == ('s', 'a', 'r')
 
 
 def test_verifier_non_finite_names_index():
-  verifier = rewards.Verifier(lambda s, c, r: float(c), name='parse')
+  verifier = reward_fns.Verifier(lambda s, c, r: float(c), name='parse')
   with pytest.raises(ValueError, match=r"'parse'.*index 2"):
     verifier(['s'] * 3, ['1', '0.5', 'nan'])
   with pytest.raises(ValueError, match='index 0'):
@@ -107,23 +109,23 @@ def test_verifier_non_finite_names_index():
 
 
 def test_weighted_arithmetic():
-  a = rewards.Verifier(lambda s, c, r: {'x': 1.0, 'y': 0.5}[c], name='a')
-  b = rewards.Verifier(lambda s, c, r: {'x': 0.2, 'y': 3.0}[c], name='b')  # 3.0 clips to 1.
-  out = rewards.Weighted([a, b], [3.0, 1.0])(['s', 's'], ['x', 'y'])
+  a = reward_fns.Verifier(lambda s, c, r: {'x': 1.0, 'y': 0.5}[c], name='a')
+  b = reward_fns.Verifier(lambda s, c, r: {'x': 0.2, 'y': 3.0}[c], name='b')  # 3.0 clips to 1.
+  out = reward_fns.Weighted([a, b], [3.0, 1.0])(['s', 's'], ['x', 'y'])
   want = np.array([(3 * 1.0 + 1 * 0.2) / 4, (3 * 0.5 + 1 * 1.0) / 4])
   np.testing.assert_allclose(out.reward, want, rtol=1e-6)
   np.testing.assert_allclose(out.raw, want, rtol=1e-6)
   # A zero weight drops its component (which would fail here if called).
-  boom = rewards.Verifier(lambda s, c, r: math.nan, name='boom', needs_references=True)
-  only_a = rewards.Weighted([a, boom], [2.0, 0.0])
+  boom = reward_fns.Verifier(lambda s, c, r: math.nan, name='boom', needs_references=True)
+  only_a = reward_fns.Weighted([a, boom], [2.0, 0.0])
   assert not only_a.needs_references
   np.testing.assert_allclose(only_a(['s', 's'], ['x', 'y']).reward, [1.0, 0.5])
 
 
 def test_weighted_needs_references_and_bad_weights():
-  chrf = rewards.SentenceChrF()
-  v = rewards.Verifier(lambda s, c, r: 1.0)
-  mixed = rewards.Weighted([chrf, v], [1.0, 1.0])
+  chrf = reward_fns.SentenceChrF()
+  v = reward_fns.Verifier(lambda s, c, r: 1.0)
+  mixed = reward_fns.Weighted([chrf, v], [1.0, 1.0])
   assert mixed.needs_references
   out = mixed(['s'], ['Der Hund.'], ['Der Hund.'])
   np.testing.assert_allclose(out.reward, [1.0], atol=1e-6)
@@ -131,7 +133,7 @@ def test_weighted_needs_references_and_bad_weights():
     mixed(['s'], ['Der Hund.'])
   for weights in ([1.0, -1.0], [0.0, 0.0], [1.0], [math.inf, 1.0]):
     with pytest.raises(ValueError, match='weights'):
-      rewards.Weighted([chrf, v], weights)
+      reward_fns.Weighted([chrf, v], weights)
 
 
 # Input validation.
@@ -140,10 +142,10 @@ def test_weighted_needs_references_and_bad_weights():
 @pytest.mark.parametrize(
   'fn',
   [
-    rewards.SentenceChrF(),
-    rewards.SentenceBleu(),
-    rewards.ExactMatch(),
-    rewards.Verifier(lambda s, c, r: 1.0),
+    reward_fns.SentenceChrF(),
+    reward_fns.SentenceBleu(),
+    reward_fns.ExactMatch(),
+    reward_fns.Verifier(lambda s, c, r: 1.0),
   ],
   ids=lambda f: f.name,
 )
@@ -155,7 +157,7 @@ def test_length_mismatch_names_lengths(fn):
 
 
 @pytest.mark.parametrize(
-  'fn', [rewards.SentenceChrF(), rewards.SentenceBleu(), rewards.ExactMatch()], ids=str
+  'fn', [reward_fns.SentenceChrF(), reward_fns.SentenceBleu(), reward_fns.ExactMatch()], ids=str
 )
 def test_missing_references_names_reward(fn):
   assert fn.needs_references
@@ -165,10 +167,10 @@ def test_missing_references_names_reward(fn):
 
 def test_rewards_container_checks_range():
   with pytest.raises(ValueError, match='row 1'):
-    rewards.Rewards(reward=np.array([0.5, 1.5]), raw=np.array([0.5, 1.5]))
+    reward_fns.Rewards(reward=np.array([0.5, 1.5]), raw=np.array([0.5, 1.5]))
   with pytest.raises(ValueError, match='equal'):
-    rewards.Rewards(reward=np.zeros(2), raw=np.zeros(3))
-  empty = rewards.SentenceChrF()([], [], [])
+    reward_fns.Rewards(reward=np.zeros(2), raw=np.zeros(3))
+  empty = reward_fns.SentenceChrF()([], [], [])
   assert empty.reward.shape == (0,)
 
 
@@ -270,7 +272,7 @@ def test_learned_reward_round_trip(tmp_path):
 
   sources = ['The dog sleeps.', 'I like cats.', 'Where is the car?', 'Tom is here.', 'Go!']
   cands = ['Der Hund schläft.', 'Ich mag Katzen.', 'Wo ist das Auto?', 'Katze', '']
-  fn = rewards.LearnedReward(ckpt_dir, cfg, _SPM, batch_size=4)
+  fn = reward_fns.LearnedReward(ckpt_dir, cfg, _SPM, batch_size=4)
   assert not fn.needs_references
   out = fn(sources, cands)
   assert fn.checkpoint_step == 7
@@ -303,7 +305,7 @@ def test_load_params_mismatch_and_missing_step(tmp_path):
 
 def test_learned_reward_missing_checkpoint(tmp_path):
   missing = str(tmp_path / 'no_such_rm')
-  fn = rewards.LearnedReward(missing, _rm_config(), _SPM)
+  fn = reward_fns.LearnedReward(missing, _rm_config(), _SPM)
   with pytest.raises(FileNotFoundError, match=missing):
     fn(['a'], ['b'])
   assert not os.path.exists(missing)
@@ -328,8 +330,8 @@ def test_reward_model_dropout_only_when_enabled():
 
 
 def test_guarded_penalizes_the_probe_patterns_without_references():
-  inner = rewards.Verifier(lambda s, c, r: 0.8, needs_references=False)
-  guarded = rewards.Guarded(inner, penalty=0.5)
+  inner = reward_fns.Verifier(lambda s, c, r: 0.8, needs_references=False)
+  guarded = reward_fns.Guarded(inner, penalty=0.5)
   src = 'the cat sat on the mat'
   ref = 'die Katze sass auf der Matte'
   cases = {
@@ -346,4 +348,4 @@ def test_guarded_penalizes_the_probe_patterns_without_references():
   np.testing.assert_allclose(out.raw, 0.8)
   assert not guarded.needs_references
   with pytest.raises(ValueError, match='penalty'):
-    rewards.Guarded(inner, penalty=1.5)
+    reward_fns.Guarded(inner, penalty=1.5)

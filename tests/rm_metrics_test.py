@@ -12,8 +12,9 @@ import pytest
 import sacrebleu
 import test_utils
 
-from rest_jax import partitioning, reward_model, rm_metrics, trainer
-from rest_jax import train_state as train_state_lib
+from rest_jax.core import partitioning, trainer
+from rest_jax.core import train_state as train_state_lib
+from rest_jax.rewards import reward_model, rm_metrics
 
 
 def _rm_config(**overrides) -> reward_model.RewardModelConfig:

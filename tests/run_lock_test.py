@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from rest_jax import errors, run_lock
+from rest_jax import errors
+from rest_jax.core import run_lock
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -119,7 +120,7 @@ def test_release_leaves_a_lock_that_is_not_ours(tmp_path):
 
 def test_module_imports_no_jax():
   code = (
-    'import sys; import rest_jax.run_lock; '
+    'import sys; import rest_jax.core.run_lock; '
     "bad = [m for m in sys.modules if m.split('.')[0] in ('jax', 'tensorflow')]; "
     'assert not bad, bad'
   )

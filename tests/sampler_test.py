@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import test_utils
 
-from rest_jax import models, partitioning, sampler
+from rest_jax.core import models, partitioning, sampler
 
 L = 12  # Source and decode length of the tiny model.
 

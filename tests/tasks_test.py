@@ -1,4 +1,4 @@
-"""Tests for rest_jax.tasks: corpus reading, splits, vocabularies, seqio batches."""
+"""Tests for rest_jax.data.tasks: corpus reading, splits, vocabularies, seqio batches."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from test_utils import synthetic_pairs as _synthetic_pairs
 
-from rest_jax import errors, tasks, vocabularies
+from rest_jax import errors
+from rest_jax.data import tasks, vocabularies
 
 
 def _nfkc(text: str) -> str:

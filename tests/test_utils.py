@@ -8,7 +8,7 @@ import random
 
 import numpy as np
 
-from rest_jax import models, network
+from rest_jax.core import models, network
 
 
 def tiny_config(**overrides) -> network.T5Config:
@@ -108,7 +108,7 @@ def synthetic_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
 
 def write_tiny_corpus(root: str, num_pairs: int = 300) -> tuple[str, str]:
   """A synthetic TSV corpus and a ~100-piece vocabulary for it, under `root`."""
-  from rest_jax import vocabularies  # Data layer (TF): imported only by the tests that need it.
+  from rest_jax.data import vocabularies
 
   pairs = synthetic_pairs(num_pairs)
   tsv = os.path.join(root, 'pairs.tsv')
@@ -125,7 +125,7 @@ def tiny_task(root: str, name: str, held_out: int):
 
   `held_out` sentences each are carved out for validation and test.
   """
-  from rest_jax import tasks  # Data layer (TF).
+  from rest_jax.data import tasks
 
   tsv, vocab = write_tiny_corpus(root)
   task = tasks.ParallelCorpus(
@@ -138,8 +138,8 @@ def save_random_policy(model_dir: str, config: network.T5Config, step: int) -> N
   """Saves a randomly initialised policy TrainState as `model_dir/checkpoints/bc/best`."""
   import jax
 
-  from rest_jax import checkpoints, optimizers, partitioning
-  from rest_jax import train_state as train_state_lib
+  from rest_jax.core import checkpoints, optimizers, partitioning
+  from rest_jax.core import train_state as train_state_lib
 
   model = models.EncoderDecoderModel(config)
   tx = optimizers.make(optimizers.OptimizerConfig(), 10)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import test_utils
 
-from rest_jax import (
+from rest_jax.core import (
   checkpoints,
   faults,
   files,
@@ -19,8 +19,8 @@ from rest_jax import (
   train_loop,
   trainer,
 )
-from rest_jax import model_dir as model_dir_lib
-from rest_jax import train_state as train_state_lib
+from rest_jax.core import model_dir as model_dir_lib
+from rest_jax.core import train_state as train_state_lib
 
 STEPS = 6
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import test_utils
 
-from rest_jax import optimizers, partitioning, trainer
-from rest_jax import train_state as train_state_lib
+from rest_jax.core import optimizers, partitioning, trainer
+from rest_jax.core import train_state as train_state_lib
 
 
 def _setup(mesh_config, devices, learning_rate=3e-3, steps=100):

@@ -1,0 +1,257 @@
+"""EncoderDecoderModel: the policy's loss, scoring and sampling.
+
+Wraps `network.Transformer` (the Flax module) and `decoding.temperature_sample`
+(the sampler) behind three pure functions, which is all that trainers and the
+Grow step depend on:
+
+* `loss_fn(params, batch, rng) -> (loss, metrics)`: token-level NLL.
+* `score_batch(params, batch) -> [B]`: sequence log-likelihood of targets.
+* `predict_batch(params, batch, rng, ...) -> (tokens [B, N, L], log_probs)`.
+
+Batches are dicts of int32 arrays in the t5x feature-converter layout:
+`encoder_input_tokens` [B, S], `decoder_input_tokens` [B, T],
+`decoder_target_tokens` [B, T], `decoder_loss_weights` [B, T].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from rest_jax.core import decoding, losses, network
+
+Batch = Mapping[str, jax.Array]
+
+
+def token_log_probs(logits: jax.Array, targets: jax.Array) -> jax.Array:
+  """Log-probabilities [B, T] of `targets` [B, T] under `logits` [B, T, V]."""
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  return jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+
+
+class EncoderDecoderModel:
+  """A T5 v1.1 encoder-decoder policy (no gin, no state)."""
+
+  def __init__(self, config: network.T5Config):
+    self.config = config
+    self.module = network.Transformer(config)
+
+  # Equal configs make equal models, so jitted functions that take the model as
+  # a static argument compile once per config, not once per instance.
+  def __eq__(self, other) -> bool:
+    return type(other) is type(self) and other.config == self.config
+
+  def __hash__(self) -> int:
+    return hash((type(self), self.config))
+
+  def init(self, rng: jax.Array, input_length: int, target_length: int) -> dict:
+    """Returns boxed (logically partitioned) variables {'params': ...}."""
+    enc = jnp.ones((1, input_length), jnp.int32)
+    dec = jnp.ones((1, target_length), jnp.int32)
+    return self.module.init(rng, enc, dec, dec, enable_dropout=False)
+
+  def init_params_fn(self, input_length: int, target_length: int) -> Callable[[jax.Array], Any]:
+    """`rng -> boxed params` for [B, S] inputs and [B, T] targets (for states and restores)."""
+    return lambda rng: self.init(rng, input_length, target_length)['params']
+
+  def logits(
+    self, params, batch: Batch, rng: jax.Array | None = None, enable_dropout: bool = False
+  ) -> jax.Array:
+    """Teacher-forced logits [B, T, V] (float32); packed batches need segment ids."""
+    rngs = {'dropout': rng} if enable_dropout and rng is not None else None
+    return self.module.apply(
+      {'params': params},
+      batch['encoder_input_tokens'],
+      batch['decoder_input_tokens'],
+      batch['decoder_target_tokens'],
+      enable_dropout=enable_dropout,
+      encoder_segment_ids=batch.get('encoder_segment_ids'),
+      decoder_segment_ids=batch.get('decoder_segment_ids'),
+      rngs=rngs,
+    )
+
+  def loss_fn(self, params, batch: Batch, rng: jax.Array | None) -> tuple[jax.Array, dict]:
+    """Mean token NLL over `decoder_loss_weights` (the BC loss).
+
+    Args:
+      params: unboxed parameters.
+      batch: feature-converter batch (see module docstring).
+      rng: dropout key, or None for a deterministic pass.
+
+    Returns:
+      loss: scalar, sum(weights * NLL) / sum(weights).
+      metrics: dict of scalars: `loss`, `accuracy`, `num_tokens`, `nll_sum`.
+    """
+    logits = self.logits(params, batch, rng, enable_dropout=rng is not None)
+    targets = batch['decoder_target_tokens']
+    weights = batch['decoder_loss_weights'].astype(jnp.float32)
+    nll = -token_log_probs(logits, targets)  # [B, T]
+    num_tokens = jnp.maximum(weights.sum(), 1.0)
+    loss = (nll * weights).sum() / num_tokens
+    correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+    metrics = {
+      'loss': loss,
+      'accuracy': (correct * weights).sum() / num_tokens,
+      'num_tokens': weights.sum(),
+      'nll_sum': (nll * weights).sum(),
+    }
+    return loss, metrics
+
+  def score_batch(self, params, batch: Batch) -> jax.Array:
+    """Sequence log-likelihood [B] of `decoder_target_tokens` (weighted sum)."""
+    logits = self.logits(params, batch)
+    lp = token_log_probs(logits, batch['decoder_target_tokens'])
+    return (lp * batch['decoder_loss_weights'].astype(jnp.float32)).sum(-1)
+
+  def _init_cache(self, params, encoded, encoder_input_tokens, max_decode_length):
+    """The decode cache for B rows: zeroed self-attention K/V buffers [B, L, H, D]
+    and the cross-attention K/V [B, S, H, D], projected once from `encoded`."""
+    start = jnp.full((encoded.shape[0], 1), self.config.pad_id, jnp.int32)
+    _, variables = self.module.apply(
+      {'params': params},
+      encoded,
+      encoder_input_tokens,
+      start,
+      decode=True,
+      decode_position=jnp.array(0, jnp.int32),
+      max_decode_length=max_decode_length,
+      mutable=['cache'],
+      method=network.Transformer.decode,
+    )
+    return variables['cache']
+
+  def predict_batch(
+    self,
+    params,
+    batch: Batch,
+    rng: jax.Array,
+    *,
+    num_decodes: int = 1,
+    max_decode_length: int | None = None,
+    temperature: float = 0.0,
+    topk: int = 0,
+    topp: float = 1.0,
+  ) -> tuple[jax.Array, jax.Array]:
+    """Samples `num_decodes` outputs per source.
+
+    The encoder runs once per source; its output is repeated N times and the
+    decoder runs as one `lax.while_loop` over a static KV cache.
+
+    Args:
+      params: unboxed parameters.
+      batch: needs `encoder_input_tokens` [B, S]; `decoder_target_tokens`
+        [B, T] gives the default decode length T.
+      rng: PRNG key for sampling.
+      num_decodes: N, samples per source.
+      max_decode_length: L; defaults to T.
+      temperature: 0.0 is greedy; see `decoding.temperature_sample`.
+      topk: top-k filter (0 = off).
+      topp: nucleus filter (1.0 = off).
+
+    Returns:
+      tokens: [B, N, L] int32 (EOS then padding).
+      log_probs: [B, N, L] float32 per-token model log-probabilities.
+    """
+    enc_tokens = batch['encoder_input_tokens']
+    if max_decode_length is None:
+      max_decode_length = batch['decoder_target_tokens'].shape[1]
+    encoded = self.module.apply({'params': params}, enc_tokens, method=network.Transformer.encode)
+    batch_size = enc_tokens.shape[0]
+    rows = batch_size * num_decodes
+    # [B, ...] -> [B * N, ...]; rows of one source are adjacent.
+    encoded = jnp.repeat(encoded, num_decodes, axis=0)
+    enc_tokens = jnp.repeat(enc_tokens, num_decodes, axis=0)
+    cache = self._init_cache(params, encoded, enc_tokens, max_decode_length)
+
+    def tokens_to_logits(token_ids, cache, position):
+      logits, variables = self.module.apply(
+        {'params': params, 'cache': cache},
+        encoded,
+        enc_tokens,
+        token_ids,
+        decode=True,
+        decode_position=position,
+        max_decode_length=max_decode_length,
+        mutable=['cache'],
+        method=network.Transformer.decode,
+      )
+      return logits[:, 0, :], variables['cache']
+
+    tokens, log_probs = decoding.temperature_sample(
+      tokens_to_logits,
+      cache,
+      batch_size=rows,
+      max_decode_length=max_decode_length,
+      rng=rng,
+      eos_id=self.config.eos_id,
+      pad_id=self.config.pad_id,
+      start_id=self.config.pad_id,
+      temperature=temperature,
+      topk=topk,
+      topp=topp,
+    )
+    shape = (batch_size, num_decodes, max_decode_length)
+    return tokens.reshape(shape), log_probs.reshape(shape)
+
+
+class ValueModel:
+  """A token-level value network V(s_t) (`network.ValueNetwork`), for BVMPO and OAC.
+
+  Trained by BVE (`losses.bve_value_loss`) on Monte-Carlo returns of the
+  sequence reward `batch['reward']` [B]; one sequence per row (no packing).
+  """
+
+  def __init__(self, config: network.T5Config, discount: float = 1.0):
+    self.config = config
+    self.discount = discount
+    self.module = network.ValueNetwork(config)
+
+  def __eq__(self, other) -> bool:
+    return (
+      type(other) is type(self) and other.config == self.config and other.discount == self.discount
+    )
+
+  def __hash__(self) -> int:
+    return hash((type(self), self.config, self.discount))
+
+  def init(self, rng: jax.Array, input_length: int, target_length: int) -> dict:
+    """Returns boxed variables {'params': {'body': ..., 'value_head': ...}}."""
+    enc = jnp.ones((1, input_length), jnp.int32)
+    dec = jnp.ones((1, target_length), jnp.int32)
+    return self.module.init(rng, enc, dec, dec, enable_dropout=False)
+
+  def values(self, params, batch: Batch, rng: jax.Array | None = None) -> jax.Array:
+    """V(s_t) [B, T] float32 at each target position (dropout when `rng` is given)."""
+    rngs = {'dropout': rng} if rng is not None else None
+    return self.module.apply(
+      {'params': params},
+      batch['encoder_input_tokens'],
+      batch['decoder_input_tokens'],
+      batch['decoder_target_tokens'],
+      enable_dropout=rng is not None,
+      rngs=rngs,
+    )
+
+  def loss_fn(self, params, batch: Batch, rng: jax.Array | None) -> tuple[jax.Array, dict]:
+    """BVE: token-mean squared error of V(s_t) to the discounted return of `reward`."""
+    weights = batch['decoder_loss_weights'].astype(jnp.float32)
+    values = self.values(params, batch, rng)
+    returns = losses.monte_carlo_returns(batch['reward'], weights, self.discount)
+    return losses.bve_value_loss(values, weights, returns)
+
+
+def value_params_from_policy(policy_params: Mapping, value_params: Mapping) -> dict:
+  """Value-network params whose body is the policy's (its output layer dropped).
+
+  Args:
+    policy_params: unboxed `network.Transformer` params.
+    value_params: unboxed `network.ValueNetwork` params (supplies the head).
+
+  Returns:
+    {'body': policy params without 'logits_dense', 'value_head': value_params' head}.
+  """
+  body = {k: v for k, v in policy_params.items() if k in value_params['body']}
+  return {'body': body, 'value_head': value_params['value_head']}

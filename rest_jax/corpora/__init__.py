@@ -1,2 +1,0 @@
-"""Corpora shipped inside the package (`rest_jax.tasks` finds them beside this file) and
-`corpus_files`, which reads corpus files and carves their splits."""

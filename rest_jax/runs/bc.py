@@ -1,0 +1,179 @@
+"""`--run_mode=bc`: supervised (behaviour-cloning) training of the policy.
+
+Read top to bottom: build the mesh and the sharded state, resume from the last
+checkpoint if there is one, then loop: train step, log, validate (loss and
+greedy BLEU / chrF), save `last` and `best` checkpoints. Everything the loop
+needs comes in through the keyword-only signature of `train`, which gin binds
+(`gin/runs/bc.gin`).
+
+Model directory: `config.gin`, `checkpoints/bc/{last,best}/`,
+`eval/bc_history.jsonl`, `eval/bc_validation.json`, `summaries/bc/`. The loop
+itself (resume, metrics, validation, `last`/`best`, SIGTERM) is `train_loop.run`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import tqdm
+from absl import logging
+
+from rest_jax import gin_utils
+from rest_jax.core import (
+  checkpoints,
+  files,
+  models,
+  multihost,
+  network,
+  optimizers,
+  partitioning,
+  train_loop,
+  trainer,
+)
+from rest_jax.core import model_dir as model_dir_lib
+from rest_jax.core import train_state as train_state_lib
+from rest_jax.data import tasks
+from rest_jax.runs import evaluation
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainDataConfig:
+  """The training stream."""
+
+  task: Any  # seqio task name or `tasks.ParallelCorpus`.
+  split: str = 'train'  # Split to train on.
+  batch_size: int = 64  # Global batch size (rows).
+  input_length: int = 32  # Encoder length S (longer sources are truncated).
+  target_length: int = 32  # Decoder length T (longer targets are truncated).
+  shuffle_seed: int = 0  # Data order seed (a resumed run replays the same order).
+  pack: bool = True  # Pack several short examples per row (seqio packing).
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+  """When and what to checkpoint."""
+
+  period: int = 500  # Save `last` every this many steps (and at the end).
+  keep: int = 2  # How many `last` checkpoints to keep.
+  best_metric: str = 'chrf'  # Validation metric that selects `best` (ties keep the earlier).
+  best_mode: str = 'max'  # 'max' or 'min' for `best_metric`.
+
+
+def train(
+  *,
+  model_dir: str,
+  model_config: network.T5Config,
+  train_data: TrainDataConfig,
+  eval_config: evaluation.EvalConfig,
+  optimizer: optimizers.OptimizerConfig,
+  num_train_steps: int,
+  log_period: int = 50,
+  eval_period: int = 500,
+  checkpoint: CheckpointConfig = CheckpointConfig(),
+  mesh_config: partitioning.MeshConfig = partitioning.MeshConfig(),
+  seed: int = 0,
+  init_checkpoint: str | None = None,
+  progress: bool = True,
+  phase: str = 'bc',
+) -> dict:
+  """Trains the policy with token-level NLL and returns the final validation metrics.
+
+  Args:
+    model_dir: run directory; created if missing. A run restarted with the
+      same directory resumes from `checkpoints/<phase>/last`.
+    model_config: the network.
+    train_data: training stream.
+    eval_config: validation split and sizes (also the final evaluation).
+    optimizer: AdamW and schedule.
+    num_train_steps: total optimizer steps.
+    log_period: steps between train-metric logs / summaries.
+    eval_period: steps between validations (0 = only at the end).
+    checkpoint: checkpoint cadence and best-checkpoint metric.
+    mesh_config: device mesh.
+    seed: parameter-init and dropout seed.
+    init_checkpoint: start from this policy checkpoint's parameters instead of
+      random ones (e.g. 'pretrained/best' written by --run_mode=import_t5);
+      relative to `MODEL_DIR/checkpoints`, or absolute. The optimizer starts
+      fresh. Ignored when the phase resumes from its own `last` checkpoint.
+    progress: show progress bars (also off when stderr is not a terminal).
+    phase: name of the phase (checkpoint, summary and eval file names).
+
+  Returns:
+    The validation metrics of the final parameters (BLEU, chrF, loss, ...).
+
+  Raises:
+    errors.UserInputError: the model's vocabulary is smaller than the task's.
+    trainer.NonFiniteLossError: the loss became NaN/Inf (names step and phase).
+  """
+  evaluation.check_vocab_size(model_config, train_data.task)
+  gin_utils.write_config(model_dir)
+  mesh = partitioning.make_mesh(mesh_config)
+  model = models.EncoderDecoderModel(model_config)
+  tx = optimizers.make(optimizer, num_train_steps)
+  lr_schedule = optimizers.schedule(optimizer, num_train_steps)
+  rng = jax.random.key(seed)
+
+  def init_params(r):
+    return model.init(r, train_data.input_length, train_data.target_length)['params']
+
+  md = model_dir_lib.ModelDir(model_dir)
+  if init_checkpoint is None or train_loop.resumable(md, phase):
+    state, shardings = train_state_lib.create_sharded(init_params, tx, rng, mesh)
+  else:
+    params, init_step = checkpoints.restore_params(
+      md.checkpoint(init_checkpoint), init_params, mesh
+    )
+    logging.info('%s starts from %s (step %d)', phase, init_checkpoint, init_step)
+    state, shardings = train_state_lib.from_params(params, init_params, tx, mesh)
+  logging.info('Policy: %.2fM parameters, mesh %s', trainer.tree_size(state.params) / 1e6, mesh)
+
+  def batches(start: int):
+    data = tasks.get_dataset(
+      train_data.task,
+      train_data.split,
+      input_length=train_data.input_length,
+      target_length=train_data.target_length,
+      batch_size=train_data.batch_size,
+      shuffle=True,
+      seed=train_data.shuffle_seed,
+      repeat=True,
+      pack=train_data.pack,
+    )
+    # Exact resume: replay the data order up to where the last run stopped.
+    for _ in tqdm.trange(start, desc='skip seen batches', disable=multihost.bar_disable(progress)):
+      next(data)
+    return data
+
+  def validate(state, step):
+    del step
+    return evaluation.evaluate_policy(model, state.params, mesh, eval_config, progress=progress)
+
+  loop = train_loop.run(
+    phase=phase,
+    model_dir=md,
+    steps=trainer.Trainer(loss_fn=model.loss_fn, tx=tx, mesh=mesh, state_shardings=shardings),
+    state=state,
+    shardings=shardings,
+    batches=batches,
+    rng=jax.random.fold_in(rng, 1),
+    config=train_loop.LoopConfig(
+      num_steps=num_train_steps,
+      log_period=log_period,
+      eval_period=eval_period,
+      checkpoint_period=checkpoint.period,
+      keep=checkpoint.keep,
+      best_metric=checkpoint.best_metric,
+      best_mode=checkpoint.best_mode,
+    ),
+    validate=validate,
+    lr_schedule=lr_schedule,
+    progress=progress,
+  )
+  result = loop.last_validation
+  if result is None:  # Nothing left to train: evaluate the restored state.
+    result = validate(loop.state, loop.start_step)
+  result = dict(result, step=int(loop.state.step), best_step=loop.best_step)
+  files.write_json(md.validation(phase), result)
+  return result
