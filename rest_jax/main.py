@@ -93,18 +93,42 @@ def _run_dir_lock(run_mode: str):
 
   Every run mode that binds the `MODEL_DIR` macro writes into it (eval and
   report too), so all of them hold it; a dry run writes nothing and does not.
-  In a multi-process run only process 0 takes it.
+  In a multi-process run only process 0 takes it (`_lock_on_primary`).
   """
   model_dir = None if _DRY_RUN.value else gin_utils.model_dir_macro()
   if model_dir is None:
     return contextlib.nullcontext()
   if _MULTIPROCESS.value:
-    from rest_jax.core import multihost
-
-    if not multihost.is_primary():
-      return contextlib.nullcontext()
+    return _lock_on_primary(model_dir, run_mode)
   gin_utils.check_model_dir(model_dir)
   return run_lock.hold(model_dir, run_mode)
+
+
+@contextlib.contextmanager
+def _lock_on_primary(model_dir: str, run_mode: str):
+  """Process 0 takes the lock; every process goes on, or stops, together.
+
+  Without the collective check a refused lock would stop process 0 while the
+  others wait for it at their first collective, forever.
+  """
+  from rest_jax.core import multihost  # Lazy, as the run modes.
+
+  held, error = contextlib.ExitStack(), None
+  if multihost.is_primary():
+    try:
+      gin_utils.check_model_dir(model_dir)
+      held.enter_context(run_lock.hold(model_dir, run_mode))
+    except errors.UserInputError as e:
+      error = e
+  try:
+    multihost.raise_together(error, 'taking the MODEL_DIR lock')
+  except multihost.PeerError:
+    raise run_lock.RunDirInUseError(
+      f'MODEL_DIR {model_dir}: process 0 could not take its lock (its error names the '
+      'holder); stopping with it.'
+    ) from None
+  with held:
+    yield
 
 
 def main(argv) -> None:

@@ -320,6 +320,8 @@ def main() -> int:
   if sum(c == SIGTERM_EXIT for c in codes) != fired_terms:
     problems.append(f'{fired_terms} SIGTERMs sent, {codes.count(SIGTERM_EXIT)} exits with code 75')
   leftovers = glob.glob(os.path.join(interrupted, '**', '*.tmp-*'), recursive=True)
+  if leftovers:  # The last run removes what killed writers left (run_lock.hold).
+    problems.append(f'{len(leftovers)} temporary files left, e.g. {leftovers[0]}')
   result = {
     'kills': sum(c == -9 for c in codes),
     'sigterms': sum(c == SIGTERM_EXIT for c in codes),

@@ -165,3 +165,62 @@ def test_a_lock_with_our_pid_that_we_did_not_take_is_stale(tmp_path):
     assert record['token'] != 'old'
     with pytest.raises(run_lock.RunDirInUseError, match=f'pid {os.getpid()}'):
       run_lock.acquire(model_dir, 'eval')  # Our own live lock is still refused.
+
+
+def test_multiprocess_run_on_a_held_model_dir_stops_every_process(tmp_path):
+  """Process 0 is refused the lock; process 1 must stop too, not wait at a collective."""
+  model_dir = str(tmp_path / 'run')
+  _write_lock(model_dir, run_mode='rest')
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    port = s.getsockname()[1]
+  env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3')
+  procs = [
+    subprocess.Popen(
+      [
+        sys.executable,
+        '-m',
+        'rest_jax.main',
+        '--run_mode=report',
+        '--gin_file=runs/report.gin',
+        f"--gin.MODEL_DIR='{model_dir}'",
+        '--multiprocess',
+        f'--coordinator_address=localhost:{port}',
+        '--num_processes=2',
+        f'--process_id={i}',
+      ],
+      cwd=REPO,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
+  try:
+    errs = [proc.communicate(timeout=180)[1] for proc in procs]
+  finally:
+    for proc in procs:
+      proc.kill()
+  assert [proc.returncode for proc in procs] == [1, 1], errs
+  last = [err.strip().splitlines()[-1] for err in errs]
+  assert last[0].startswith(f'error: MODEL_DIR {model_dir} is in use by run_mode=rest'), errs[0]
+  assert last[1] == (
+    f'error: MODEL_DIR {model_dir}: process 0 could not take its lock (its error names the '
+    'holder); stopping with it.'
+  ), errs[1]
+  assert not any('Traceback' in err for err in errs), errs
+  assert os.listdir(model_dir) == ['.lock']
+
+
+def test_holding_the_lock_removes_temporary_files_of_killed_writers(tmp_path):
+  model_dir = tmp_path / 'run'
+  (model_dir / 'grow' / 'g1').mkdir(parents=True)
+  stale = [model_dir / 'rest_state.json.tmp-123', model_dir / 'grow' / 'g1' / 'part-0.tmp-9']
+  kept = [model_dir / 'eval' / 'notes.tmp-x', model_dir / 'rest_state.json']
+  for path in stale + kept:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('x')
+  with run_lock.hold(str(model_dir), 'rest'):
+    assert not any(p.exists() for p in stale)
+    assert all(p.exists() for p in kept)

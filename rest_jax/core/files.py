@@ -42,6 +42,29 @@ def tmp_path(path: str) -> str:
   return f'{path}.tmp-{os.getpid()}'
 
 
+def remove_stale_tmp(root: str) -> list[str]:
+  """Removes the temporary files (`*.tmp-<pid>`) that killed writers left under `root`.
+
+  Call it only while no writer can be active in `root`: `run_lock.hold` does,
+  right after it takes the MODEL_DIR lock (in a multi-process run, before the
+  other processes are let go). A kill between writing and renaming leaves such
+  a file; the rerun writes a new one and never reads the old.
+
+  Returns:
+    The removed paths, sorted.
+  """
+  removed = []
+  for folder, _, names in os.walk(root):
+    for name in names:
+      stem, sep, pid = name.rpartition('.tmp-')
+      if sep and stem and pid.isdigit():
+        path = os.path.join(folder, name)
+        with contextlib.suppress(FileNotFoundError):
+          os.remove(path)
+          removed.append(path)
+  return sorted(removed)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
   """Yields a temporary path to write; on success renames it over `path`.

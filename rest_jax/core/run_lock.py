@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from absl import logging
 
 from rest_jax import errors
+from rest_jax.core import files
 from rest_jax.core import model_dir as model_dir_lib
 
 _HELD: set[str] = set()  # Tokens of the locks this process holds.
@@ -213,7 +214,9 @@ def release(model_dir: str, record: dict) -> None:
 def hold(model_dir: str, run_mode: str) -> Iterator[dict]:
   """Holds the lock of `model_dir` for the `with` block; removed on any exit.
 
-  A `model_dir` that this creates and the run leaves empty is removed again.
+  The temporary files of killed writers (`files.remove_stale_tmp`) are removed
+  once the lock is held. A `model_dir` that this creates and the run leaves
+  empty is removed again.
 
   Args:
     model_dir: the run directory (created if missing).
@@ -227,6 +230,11 @@ def hold(model_dir: str, run_mode: str) -> Iterator[dict]:
   """
   created = not os.path.isdir(model_dir)
   record = acquire(model_dir, run_mode)
+  removed = files.remove_stale_tmp(model_dir)  # Nothing else writes here now.
+  if removed:
+    logging.warning(
+      'Removed %d temporary file(s) that a killed run left in %s.', len(removed), model_dir
+    )
   try:
     yield record
   finally:
