@@ -96,6 +96,28 @@ def test_sigterm_saves_and_the_rerun_equals_an_uninterrupted_run(tmp_path):
   assert resumed.best_step == whole.best_step
 
 
+def test_a_notice_before_a_validation_stops_first_and_the_rerun_validates_that_step(tmp_path):
+  """Validation can outlast a preemption grace period, so the notice comes first."""
+  seen = []
+
+  def val(state, step):
+    seen.append(step)
+    return _val(state, step)
+
+  whole = _run(tmp_path / 'whole', validate=_val, eval_period=2, best_metric='reward')
+  with pytest.raises(preemption.Preempted, match=r'in p at step 4 '):
+    _run(tmp_path / 'cut', validate=val, eval_period=2, best_metric='reward', notice_at=4)
+  assert seen == [2]  # Step 4 (a validation and a checkpoint step) was not validated...
+  md = model_dir_lib.ModelDir(str(tmp_path / 'cut'))
+  assert checkpoints.Checkpointer(md.last('p')).all_steps() == [4]  # ...and saved once.
+  assert [r['step'] for r in files.read_jsonl(md.history('p'))] == [2]
+  preemption.reset()
+  resumed = _run(tmp_path / 'cut', validate=val, eval_period=2, best_metric='reward')
+  assert seen == [2, 4, 6] and resumed.start_step == 4
+  assert resumed.history == whole.history and resumed.best_step == whole.best_step
+  assert _same(resumed.state.params, whole.state.params)
+
+
 def test_resume_truncates_the_history_and_drops_a_later_best(tmp_path):
   _run(tmp_path, validate=_val, eval_period=2, best_metric='reward', checkpoint_period=2)
   md = model_dir_lib.ModelDir(str(tmp_path))

@@ -21,8 +21,10 @@
   last      saved every `checkpoint_period` steps, at the end, when stopping
             early and on a preemption notice; never a non-finite state.
   SIGTERM   after any step (with several processes: after a log step, where
-            they agree on it), a preemption notice (`preemption`) saves `last`
-            and raises `preemption.Preempted`; the same command resumes.
+            they agree on it) and before every validation (which may outlast
+            the grace period), a preemption notice (`preemption`) saves `last`
+            and raises `preemption.Preempted`; the same command resumes, and
+            first runs a validation the notice cut off.
 
 What stays in a driver is its own: the model and loss, the data stream, how to
 validate, the batch inputs computed from frozen networks (`prepare`), and what
@@ -91,6 +93,11 @@ def resumable(model_dir: model_dir_lib.ModelDir, phase: str) -> bool:
   """Whether `phase` has a `last` checkpoint to resume from (creates nothing)."""
   directory = model_dir.last(phase)
   return os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))
+
+
+def _validates_at(step: int, config: LoopConfig) -> bool:
+  """Whether the loop validates after `step` (every `eval_period` steps and at the end)."""
+  return step == config.num_steps or bool(config.eval_period and step % config.eval_period == 0)
 
 
 def should_stop(history: list[Mapping[str, Any]], config: LoopConfig) -> bool:
@@ -239,9 +246,24 @@ def run(
     logging.info('%s step %d validation %s', phase, step, row)
     return stopping
 
+  def preempt(step: int, check: bool) -> None:
+    """On a preemption notice: save `last` at `step` and raise `Preempted`."""
+    if check and preemption.requested():
+      trainer.check_finite(trainer.to_host(m), step=step, phase=phase)  # Never save a NaN state.
+      if last.latest_step() != step:
+        last.save(step, state)
+      raise preemption.Preempted(f'in {phase} at step {step} (checkpoints/{phase}/last)')
+
   try:
     if validate is not None and config.validate_start and not any(r['step'] == 0 for r in history):
       stop = validation(0, baseline)
+    if (
+      validate is not None
+      and start
+      and _validates_at(start, config)
+      and not any(r['step'] == start for r in history)
+    ):
+      stop = validation(start)  # A preemption notice stopped the run before this validation.
     data, window, tic, step = None, [], time.time(), start
     while not stop and step < config.num_steps:
       data = batches(start) if data is None else data
@@ -273,18 +295,20 @@ def run(
             flush=True,
           )
         window, tic = [], time.time()
-      if validate_now:
-        stop = validation(step)
       # One process: after every step. Several: only where they sync anyway (the
-      # log steps), since the notice is a collective that would stall each step.
+      # log steps and validations), since the notice is a collective that
+      # would stall each step.
       check = jax.process_count() == 1 or step % config.log_period == 0 or is_last
-      preempted = check and preemption.requested()
-      if step % config.checkpoint_period == 0 or is_last or stop or preempted:
+      if validate_now:
+        # Obey a notice before a validation, which can outlast the grace period;
+        # the resumed run validates this step first (above).
+        preempt(step, check=True)
+        stop = validation(step)
+      if step % config.checkpoint_period == 0 or is_last or stop:
         # Never save a diverged state: it would be resumed from.
         trainer.check_finite(trainer.to_host(m), step=step, phase=phase)
         last.save(step, state)
-      if preempted:
-        raise preemption.Preempted(f'in {phase} at step {step} (checkpoints/{phase}/last)')
+      preempt(step, check)
   finally:  # Also on a non-finite loss or a preemption: flush what was logged.
     bar.close()
     writer.close()
