@@ -29,9 +29,9 @@ pytest.importorskip('safetensors')
 from safetensors import torch as safetensors_torch  # noqa: E402
 
 from rest_jax import errors  # noqa: E402
-from rest_jax.core import checkpoints, models, network  # noqa: E402
+from rest_jax.core import checkpoints, hf_files, models, network  # noqa: E402
 from rest_jax.rewards import reward_model  # noqa: E402
-from rest_jax.runs import import_t5, t5_convert  # noqa: E402
+from rest_jax.runs import hf_t5, import_t5, t5_convert  # noqa: E402
 
 VOCAB = 96
 TOL = 1e-4
@@ -188,7 +188,7 @@ def test_logits_match_transformers(tmp_path, variant, fmt):
     assert os.path.exists(os.path.join(folder, 'model.safetensors.index.json'))
   elif fmt == 'bin':
     folder = os.path.join(folder, 'pytorch_model.bin')  # A single file, config.json beside it.
-  cfg = import_t5.load_hf_config(folder)
+  cfg = hf_t5.load_hf_config(folder)
   gated = variant != 't5'
   assert cfg.mlp_activations == (('gelu', 'linear') if gated else ('relu',))
   assert cfg.logits_via_embedding == (variant == 't5')
@@ -197,7 +197,7 @@ def test_logits_match_transformers(tmp_path, variant, fmt):
     't5': (2, 2),
     'mt5': (3, 2),
   }[variant]
-  params = t5_convert.convert_policy_params(import_t5.load_state_dict(folder), cfg)
+  params = t5_convert.convert_policy_params(hf_files.load_state_dict(folder), cfg)
   b = batch()
   theirs, _ = hf_outputs(hf_model(variant), b)
   ours = our_logits(models.EncoderDecoderModel(cfg), params, b)
@@ -215,9 +215,9 @@ def test_saved_by_installed_transformers_untied_config(tmp_path):
   model = transformers.T5ForConditionalGeneration(config).float().eval()
   folder = str(tmp_path / 'hf')
   model.save_pretrained(folder)
-  cfg = import_t5.load_hf_config(folder)
+  cfg = hf_t5.load_hf_config(folder)
   assert not cfg.logits_via_embedding  # T5 v1.1 never rescales the decoder output.
-  params = t5_convert.convert_policy_params(import_t5.load_state_dict(folder), cfg)
+  params = t5_convert.convert_policy_params(hf_files.load_state_dict(folder), cfg)
   b = batch(1)
   theirs, _ = hf_outputs(model, b)
   ours = our_logits(models.EncoderDecoderModel(cfg), params, b)
@@ -239,8 +239,8 @@ def test_relative_position_buckets_match_transformers(bidirectional, buckets, ma
 
 def test_reward_model_encoder_matches_transformers(tmp_path):
   folder = write_checkpoint('v1_1', str(tmp_path / 'hf'), 'safetensors')
-  cfg = import_t5.load_hf_config(folder)
-  state = import_t5.load_state_dict(folder)
+  cfg = hf_t5.load_hf_config(folder)
+  state = hf_files.load_state_dict(folder)
   # A T5EncoderModel checkpoint holds only these.
   encoder_only = {k: v for k, v in state.items() if k.startswith(('shared.', 'encoder.'))}
   rm_config = reward_model.RewardModelConfig(encoder=cfg, max_length=9)
@@ -277,7 +277,7 @@ def test_import_run_writes_a_restorable_policy(tmp_path):
   ckpt_dir = os.path.join(model_dir, 'checkpoints', 'pretrained', 'best')
   assert result['checkpoint_dir'] == ckpt_dir
   assert open(result['vocab_path'], 'rb').read() == open(f'{folder}/spiece.model', 'rb').read()
-  cfg = import_t5.load_hf_config(folder)
+  cfg = hf_t5.load_hf_config(folder)
   model = models.EncoderDecoderModel(cfg)
   mesh = partitioning.make_mesh(one_device)
   params, step = checkpoints.restore_params(ckpt_dir, model.init_params_fn(9, 7), mesh)
@@ -312,10 +312,10 @@ def test_import_run_writes_a_reward_model_encoder(tmp_path):
   result = import_t5.import_t5(hf_checkpoint=folder, model_dir=model_dir, target='reward_model')
   assert result['checkpoint_dir'].endswith(os.path.join('pretrained_rm', 'best'))
   assert result['gin_file'].endswith('reward_model.gin')
-  cfg = import_t5.load_hf_config(folder)
+  cfg = hf_t5.load_hf_config(folder)
   rm_config = reward_model.RewardModelConfig(encoder=cfg, max_length=12)
   params, step = reward_model.load_params(rm_config, result['checkpoint_dir'])
-  expected = t5_convert.convert_encoder_params(import_t5.load_state_dict(folder), cfg)
+  expected = t5_convert.convert_encoder_params(hf_files.load_state_dict(folder), cfg)
   assert step == 0 and set(params) == {*expected, 'head'}
   encoder = {k: v for k, v in params.items() if k != 'head'}
   for got, want in zip(jax.tree.leaves(encoder), jax.tree.leaves(expected)):
@@ -330,7 +330,7 @@ def test_bfloat16_safetensors(tmp_path):
   state.pop('encoder.embed_tokens.weight'), state.pop('decoder.embed_tokens.weight')
   state.pop('lm_head.weight')
   safetensors_torch.save_file(state, path)
-  loaded = import_t5.load_state_dict(path)
+  loaded = hf_files.load_state_dict(path)
   assert set(loaded) == set(state)
   for name, tensor in state.items():
     np.testing.assert_array_equal(np.asarray(loaded[name], np.float32), tensor.float().numpy())
@@ -394,7 +394,7 @@ def test_clear_errors(tmp_path):
     import_t5.import_t5(hf_checkpoint=folder, model_dir=model_dir)
   assert not os.path.exists(model_dir)  # Nothing half-written.
   # Missing tensors and per-layer position biases (UMT5) are named.
-  cfg = import_t5.load_hf_config(folder)
+  cfg = hf_t5.load_hf_config(folder)
   state = {
     k: v.detach().numpy() for k, v in hf_model('t5').state_dict().items() if 'block.1.' not in k
   }
@@ -408,10 +408,10 @@ def test_clear_errors(tmp_path):
 
 def test_clear_error_for_shapes_that_do_not_match_the_config(tmp_path):
   folder = write_checkpoint('t5', str(tmp_path / 'hf'), 'pretrained')
-  cfg = import_t5.load_hf_config(folder)
+  cfg = hf_t5.load_hf_config(folder)
   wrong = dataclasses.replace(cfg, head_dim=4)
   with pytest.raises(errors.UserInputError, match='shape'):
-    t5_convert.convert_policy_params(import_t5.load_state_dict(folder), wrong)
+    t5_convert.convert_policy_params(hf_files.load_state_dict(folder), wrong)
 
 
 def test_module_imports_without_tensorflow_torch_or_transformers():
@@ -479,7 +479,7 @@ def test_bc_starts_from_the_imported_policy(tmp_path):
 
   folder, model_dir, result, task = _import_with_corpus(tmp_path, 'policy')
   one_device = partitioning.MeshConfig(num_devices=1)
-  cfg = import_t5.load_hf_config(folder)
+  cfg = hf_t5.load_hf_config(folder)
   bc.train(
     model_dir=model_dir,
     model_config=cfg,
@@ -509,7 +509,7 @@ def test_reward_model_training_starts_from_the_imported_encoder(tmp_path):
 
   folder, model_dir, result, task = _import_with_corpus(tmp_path, 'reward_model')
   one_device = partitioning.MeshConfig(num_devices=1)
-  cfg = import_t5.load_hf_config(folder)
+  cfg = hf_t5.load_hf_config(folder)
   rm_config = reward_model.RewardModelConfig(encoder=cfg, max_length=24)
   train_rm.train_rm(
     model_dir=model_dir,

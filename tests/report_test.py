@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from rest_jax.runs import report
+from rest_jax.runs import report, report_sections
 
 _PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 _EDGES = [k / 20 for k in range(21)]
@@ -160,7 +160,7 @@ class _Page(HTMLParser):
 
 
 def _not_available(text):
-  return text.count(report.NOT_AVAILABLE)
+  return text.count(report_sections.NOT_AVAILABLE)
 
 
 def _parse(text):

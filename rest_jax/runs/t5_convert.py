@@ -4,10 +4,11 @@ Pure numpy / JAX: `config_from_hf` maps a parsed config.json onto
 `network.T5Config`; `convert_policy_params`, `convert_encoder_params` and
 `reward_model_params` rename and reshape a state dict ({HF name: array}) into
 our parameter trees and check them against the network's. Reading the files
-and writing the checkpoint is `import_t5.py` (`--run_mode=import_t5`).
+is `core/hf_files.py` and `hf_t5.py`, writing the checkpoint
+`core/imported_files.py`, for `import_t5.py` (`--run_mode=import_t5`).
 
 How Hugging Face's T5 maps onto `network.Transformer` (both compute the same
-function; `tests/t5_import_test.py` checks logits against `transformers`):
+function; `tests/import_t5_test.py` checks logits against `transformers`):
 
 * torch `Linear` weights are [out, in]; our kernels are [in, ...out]: q/k/v
   [H*D, E] -> [E, H, D], o [E, H*D] -> [H, D, E], wi [M, E] -> [E, M],
@@ -279,8 +280,8 @@ def convert_policy_params(state_dict: Mapping[str, Any], cfg: network.T5Config) 
   """Converts a HF T5ForConditionalGeneration state dict to `EncoderDecoderModel` params.
 
   Args:
-    state_dict: {HF name: array} (`import_t5.load_state_dict`); float32, float16 or bfloat16.
-    cfg: the network config (`import_t5.load_hf_config` of the same checkpoint).
+    state_dict: {HF name: array} (`hf_files.load_state_dict`); float32, float16 or bfloat16.
+    cfg: the network config (`hf_t5.load_hf_config` of the same checkpoint).
 
   Returns:
     Unboxed float32 numpy params, the tree of `EncoderDecoderModel(cfg).init`:
@@ -336,8 +337,8 @@ def convert_encoder_params(state_dict: Mapping[str, Any], cfg: network.T5Config)
   decoder and lm_head, if any, are ignored.
 
   Args:
-    state_dict: {HF name: array} (`import_t5.load_state_dict`).
-    cfg: the encoder's network config (`import_t5.load_hf_config`).
+    state_dict: {HF name: array} (`hf_files.load_state_dict`).
+    cfg: the encoder's network config (`hf_t5.load_hf_config`).
 
   Returns:
     Unboxed float32 numpy params: token_embedder, encoder_relpos,
@@ -358,7 +359,7 @@ def reward_model_params(
   """Reward-model params: the imported encoder and a freshly initialized `head`.
 
   Args:
-    state_dict: {HF name: array} (`import_t5.load_state_dict`).
+    state_dict: {HF name: array} (`hf_files.load_state_dict`).
     config: the reward model's config; `config.encoder` is the checkpoint's
       network config.
     rng: PRNG key of the head's initialisation.
