@@ -33,7 +33,7 @@ from rest_jax import errors, gin_utils, main
 from rest_jax.core import checkpoints, files, filtering, partitioning, run_lock
 from rest_jax.data import grow_io, tasks
 from rest_jax.rewards import reward_fns
-from rest_jax.runs import evaluation, grow, inspect_round, rest
+from rest_jax.runs import grow, inspect_round, policy_eval, rest
 
 # case -> the tests that check it (this module unless a file is named).
 CATALOGUE = {
@@ -314,7 +314,7 @@ def test_vocabulary_larger_than_the_model(tmp_path):
   tsv.write_text('One.\tEins.\nTwo.\tZwei.\nThree.\tDrei.\n')
   corpus = _corpus(tsv, vocab_path=tasks.tatoeba_en_de().vocab_path)  # 4000 pieces.
   with pytest.raises(errors.UserInputError) as e:
-    evaluation.check_vocab_size(test_utils.tiny_config(vocab_size=32), corpus)
+    policy_eval.check_vocab_size(test_utils.tiny_config(vocab_size=32), corpus)
   assert re.fullmatch(
     r"The model has vocab_size=32 but the vocabulary of task '.*' has 4000 pieces: "
     r'set --gin\.VOCAB_SIZE=4000\.',

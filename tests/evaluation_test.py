@@ -14,7 +14,7 @@ from rest_jax import errors
 from rest_jax.core import models, partitioning
 from rest_jax.data import tasks
 from rest_jax.rewards import reward_fns
-from rest_jax.runs import evaluation
+from rest_jax.runs import evaluation, policy_eval
 
 L = 40  # Input and target length: longer than any tiny-corpus sentence.
 HELD_OUT = 7  # Validation (and test) examples.
@@ -57,7 +57,7 @@ def _reference(model, params, batch):
 def test_metrics_of_the_greedy_outputs(setup):
   task, model, params, mesh = setup
   config = _config(task)
-  got = evaluation.evaluate_policy(model, params, mesh, config, progress=False)
+  got = policy_eval.evaluate_policy(model, params, mesh, config, progress=False)
   for key in ('loss', 'accuracy', 'bleu', 'chrf', 'bleu_signature', 'chrf_signature'):
     assert key in got, key
   for key in ('chrf_reward', 'repetition_rate', 'hacking_rate', 'hacking', 'length_ratio'):
@@ -96,7 +96,7 @@ def test_outputs_equal_to_the_references_score_100(setup):
   task, model, params, mesh = setup
   oracle = _Oracle(model.config)
   reward = reward_fns.SentenceChrF()
-  got = evaluation.evaluate_policy(
+  got = policy_eval.evaluate_policy(
     oracle,
     params,
     mesh,
@@ -122,7 +122,7 @@ def test_num_examples_follows_the_config(setup, max_examples):
   task, _, params, mesh = setup
   oracle = _Oracle(setup[1].config)
   config = _config(task, max_examples=max_examples, num_samples_to_log=3)
-  got = evaluation.evaluate_policy(oracle, params, mesh, config, progress=False)
+  got = policy_eval.evaluate_policy(oracle, params, mesh, config, progress=False)
   assert got['num_examples'] == (HELD_OUT if max_examples is None else max_examples)
   assert len(got['samples']) == min(3, got['num_examples'])
 
@@ -130,10 +130,10 @@ def test_num_examples_follows_the_config(setup, max_examples):
 def test_check_vocab_size(setup):
   task = setup[0]
   size = tasks.get_vocabulary(task).vocab_size
-  evaluation.check_vocab_size(test_utils.tiny_config(vocab_size=size), task)
-  evaluation.check_vocab_size(test_utils.tiny_config(vocab_size=size + 28), task)
+  policy_eval.check_vocab_size(test_utils.tiny_config(vocab_size=size), task)
+  policy_eval.check_vocab_size(test_utils.tiny_config(vocab_size=size + 28), task)
   with pytest.raises(errors.UserInputError) as e:
-    evaluation.check_vocab_size(test_utils.tiny_config(vocab_size=size - 1), task)
+    policy_eval.check_vocab_size(test_utils.tiny_config(vocab_size=size - 1), task)
   message = str(e.value)
   assert f'vocab_size={size - 1}' in message
   assert 'evaluation_test_corpus' in message

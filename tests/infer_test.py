@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import test_utils
 
-from rest_jax.core import checkpoints, metrics, models, partitioning, sampler
+from rest_jax.core import checkpoints, metrics, models, partitioning, reranking, sampler
 from rest_jax.data import tasks
 from rest_jax.rewards import reward_fns
-from rest_jax.runs import infer
+from rest_jax.runs import best_of_n, infer
 
 L = 16
 MESH = partitioning.MeshConfig(num_devices=1)
@@ -21,11 +21,11 @@ MESH = partitioning.MeshConfig(num_devices=1)
 
 def test_best_of_n_picks_the_first_maximum_among_the_first_n():
   scores = np.array([[0.1, 0.5, 0.5, 0.9], [0.7, 0.2, 0.7, 0.1]])
-  np.testing.assert_array_equal(infer.best_of_n(scores, 1), [0, 0])
-  np.testing.assert_array_equal(infer.best_of_n(scores, 3), [1, 0])  # Ties: the first.
-  np.testing.assert_array_equal(infer.best_of_n(scores, 4), [3, 0])
+  np.testing.assert_array_equal(reranking.best_of_n(scores, 1), [0, 0])
+  np.testing.assert_array_equal(reranking.best_of_n(scores, 3), [1, 0])  # Ties: the first.
+  np.testing.assert_array_equal(reranking.best_of_n(scores, 4), [3, 0])
   with pytest.raises(ValueError, match='n=5'):
-    infer.best_of_n(scores, 5)
+    reranking.best_of_n(scores, 5)
 
 
 def test_curve_is_non_decreasing_and_scores_the_chosen_outputs():
@@ -33,13 +33,13 @@ def test_curve_is_non_decreasing_and_scores_the_chosen_outputs():
   scores = rs.rand(20, 8)
   cands = [[f'sentence {s} has candidate number {k} in it' for k in range(8)] for s in range(20)]
   refs = [cands[s][int(np.argmax(scores[s]))] for s in range(20)]
-  c = infer.curve(scores, cands, refs, [1, 2, 4, 8])
+  c = reranking.curve(scores, cands, refs, [1, 2, 4, 8])
   assert c['n'] == [1, 2, 4, 8]
   assert all(a <= b for a, b in zip(c['reward'], c['reward'][1:]))
   assert c['reward'][0] == pytest.approx(scores[:, 0].mean())
   assert c['reward'][-1] == pytest.approx(scores.max(1).mean())
   assert c['bleu'][-1] == pytest.approx(100.0)  # Best-of-8 picks the reference itself.
-  assert infer.curve(scores, cands, None, [1])['bleu'] == []
+  assert reranking.curve(scores, cands, None, [1])['bleu'] == []
 
 
 def test_hacking_flags():
@@ -103,9 +103,9 @@ def test_best_of_one_equals_plain_sampling(policy):
   icfg = infer.InferConfig(
     task=task, num_samples=1, batch_size=16, input_length=L, target_length=L, seed=3
   )
-  tokens, texts, refs = infer.load_sources(icfg)
+  tokens, texts, refs = best_of_n.load_sources(icfg)
   vocab = tasks.get_vocabulary(task)
-  got = infer.sample_candidates(model, params, mesh, tokens, icfg, vocab, progress=False)
+  got = reranking.sample_candidates(model, params, mesh, tokens, icfg, vocab, progress=False)
   # Plain sampling: one decode per source with the first batch's key.
   enc = sampler.pad_rows(tokens, 16, L, eos=True)
   plain, _ = model.predict_batch(

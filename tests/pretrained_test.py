@@ -10,7 +10,7 @@ import test_utils
 
 from rest_jax.core import checkpoints, models, partitioning
 from rest_jax.data import tasks
-from rest_jax.runs import evaluation, pretrained
+from rest_jax.runs import evaluation, policy_eval, pretrained
 
 SHIPPED = 'tatoeba_en_de_small_cpu'  # The BC policy the ReST configs start from.
 
@@ -79,7 +79,7 @@ def test_shipped_policy_reproduces_its_recorded_test_metrics():
     target_length=metrics['target_length'],
     max_examples=metrics['slice_examples'],
   )
-  got = evaluation.evaluate_policy(model, params, mesh, cfg, progress=False)
+  got = policy_eval.evaluate_policy(model, params, mesh, cfg, progress=False)
   want = metrics['test_slice']
   assert got['num_examples'] == want['num_examples']
   assert got['bleu'] == pytest.approx(want['bleu'], abs=0.3)

@@ -35,7 +35,7 @@ from rest_jax.core import (
 from rest_jax.core import model_dir as model_dir_lib
 from rest_jax.core import train_state as train_state_lib
 from rest_jax.data import tasks
-from rest_jax.runs import evaluation
+from rest_jax.runs import evaluation, policy_eval
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +107,7 @@ def train(
     errors.UserInputError: the model's vocabulary is smaller than the task's.
     trainer.NonFiniteLossError: the loss became NaN/Inf (names step and phase).
   """
-  evaluation.check_vocab_size(model_config, train_data.task)
+  policy_eval.check_vocab_size(model_config, train_data.task)
   gin_utils.write_config(model_dir)
   mesh = partitioning.make_mesh(mesh_config)
   model = models.EncoderDecoderModel(model_config)
@@ -148,7 +148,7 @@ def train(
 
   def validate(state, step):
     del step
-    return evaluation.evaluate_policy(model, state.params, mesh, eval_config, progress=progress)
+    return policy_eval.evaluate_policy(model, state.params, mesh, eval_config, progress=progress)
 
   loop = train_loop.run(
     phase=phase,

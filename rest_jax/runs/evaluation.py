@@ -1,37 +1,23 @@
-"""Policy evaluation: validation loss, greedy decoding, BLEU / chrF.
+"""`--run_mode=eval`: a policy checkpoint's loss, greedy BLEU / chrF on a split.
 
-`evaluate_policy` is shared by the BC loop (periodic validation) and by
-`--run_mode=eval` (`evaluation.evaluate`), which restores a checkpoint and
-writes `MODEL_DIR/eval/<name>.json`.
+`evaluate` restores a checkpoint, runs `policy_eval.evaluate_policy` (which the
+BC loop also uses for periodic validation) and writes
+`MODEL_DIR/eval/<name>.json`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
-import time
 from typing import Any
 
-import jax
-import numpy as np
-import tqdm
 from absl import logging
 
-from rest_jax import errors, gin_utils
-from rest_jax.core import (
-  checkpoints,
-  files,
-  metrics,
-  models,
-  multihost,
-  network,
-  partitioning,
-  trainer,
-)
+from rest_jax import gin_utils
+from rest_jax.core import checkpoints, files, models, network, partitioning
 from rest_jax.core import model_dir as model_dir_lib
-from rest_jax.data import tasks
 from rest_jax.rewards import reward_fns as rewards_lib
+from rest_jax.runs import policy_eval
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,175 +31,6 @@ class EvalConfig:
   target_length: int = 32  # Decoder length T and the greedy decode length.
   max_examples: int | None = None  # First N examples of the split (None = all).
   num_samples_to_log: int = 5  # Example translations kept in the JSON.
-
-
-def _decode_texts(vocab, tokens: np.ndarray) -> list[str]:
-  """Detokenizes [N, L] token rows (stops at EOS)."""
-  return [vocab.decode([int(t) for t in row]) for row in tokens]
-
-
-def evaluate_policy(
-  model: models.EncoderDecoderModel,
-  params: Any,
-  mesh,
-  config: EvalConfig,
-  *,
-  reward: rewards_lib.RewardFn | None = None,
-  judge: rewards_lib.RewardFn | None = None,
-  progress: bool = True,
-) -> dict:
-  """Loss, token accuracy, greedy BLEU / chrF (and reward) of `params` on a split.
-
-  Args:
-    model: the policy.
-    params: unboxed (sharded) parameters.
-    mesh: device mesh.
-    config: the split and sizes.
-    reward: optional reward source; scores every greedy output.
-    judge: optional second reward source the policy was not trained or
-      selected on (an independent judge); scores the same outputs.
-    progress: show a progress bar.
-
-  Returns:
-    dict: `loss`, `accuracy`, `bleu`, `chrf`, sacrebleu signatures,
-    `num_examples`, `length_ratio`, `seconds`, a few `samples`, the metric
-    reward `chrf_reward` (mean sentence chrF / 100), `repetition_rate` and
-    `hacking_rate` (the fraction of outputs that show any reward-hacking
-    probe's pattern, `metrics.hacking_flags`; each pattern's rate in
-    `hacking`); with a reward, also `reward` (mean normalized reward of the
-    outputs, [0, 1]), `reward_std` and `reward_source`; with a judge, the same
-    as `judge_reward`, `judge_reward_std`, `judge_source`.
-  """
-  start = time.time()
-  vocab = tasks.get_vocabulary(config.task)
-  loss_fn = functools.partial(_eval_metrics, model)
-  predict = _greedy_fn(model, config.target_length)
-  data = _eval_batches(config)
-  sums = {'nll_sum': 0.0, 'correct': 0.0, 'num_tokens': 0.0}
-  hyps, refs, srcs = [], [], []
-  # Pad every batch to a multiple of the mesh's batch shards (padding rows are
-  # masked out of the loss and dropped from the outputs).
-  shards = partitioning.num_batch_shards(mesh)
-  rows = -(-config.batch_size // shards) * shards
-  with partitioning.axis_rules(mesh):
-    bar = tqdm.tqdm(
-      data, desc=f'eval {config.split}', disable=multihost.bar_disable(progress), leave=False
-    )
-    for batch in bar:
-      n = len(batch['decoder_target_tokens'])
-      padded = trainer.zeros_like_batch(batch, rows)
-      device_batch = partitioning.shard_batch(padded, mesh)
-      m = trainer.to_host(loss_fn(params, device_batch))
-      for k in sums:
-        sums[k] += float(m[k])
-      tokens = multihost.host_array(predict(params, device_batch))[:n]
-      hyps += _decode_texts(vocab, tokens)
-      refs += [str(t) for t in batch['targets_pretokenized'][:n]]
-      srcs += [str(t) for t in batch['inputs_pretokenized'][:n]]
-  if not hyps:
-    raise ValueError(f'Split {config.split!r} of {config.task} is empty.')
-  result = metrics.corpus_bleu_chrf(hyps, refs)
-  scores = None
-  if reward is not None:
-    scores = reward(srcs, hyps, refs).reward
-    result.update(
-      reward=float(np.mean(scores)),
-      reward_std=float(np.std(scores)),
-      reward_source=getattr(reward, 'name', type(reward).__name__),
-    )
-  if judge is not None:
-    judged = judge(srcs, hyps, refs).reward
-    result.update(
-      judge_reward=float(np.mean(judged)),
-      judge_reward_std=float(np.std(judged)),
-      judge_source=getattr(judge, 'name', type(judge).__name__),
-    )
-  flags = metrics.hacking_flags(srcs, hyps, refs)
-  result.update(
-    chrf_reward=float(np.mean(rewards_lib.SentenceChrF()(srcs, hyps, refs).reward)),
-    repetition_rate=float(flags['repetition'].mean()),
-    hacking_rate=float(flags['any'].mean()),
-    hacking={k: float(v.mean()) for k, v in flags.items() if k != 'any'},
-  )
-  ntok = max(sums['num_tokens'], 1.0)
-  ref_len = sum(len(r.split()) for r in refs)
-  result.update(
-    loss=sums['nll_sum'] / ntok,
-    accuracy=sums['correct'] / ntok,
-    num_examples=len(hyps),
-    length_ratio=sum(len(h.split()) for h in hyps) / max(ref_len, 1),
-    seconds=time.time() - start,
-    samples=[
-      {'source': s, 'reference': r, 'output': h}
-      | ({} if scores is None else {'reward': float(scores[j])})
-      for j, (s, r, h) in enumerate(list(zip(srcs, refs, hyps))[: config.num_samples_to_log])
-    ],
-  )
-  return result
-
-
-@functools.lru_cache(maxsize=8)
-def _eval_batches(config: EvalConfig) -> tuple[dict[str, np.ndarray], ...]:
-  """The host batches of an evaluation split, read once per process.
-
-  Validation runs many times per run (every `eval_period` steps, every phase);
-  building the seqio pipeline each time costs more than the small split
-  itself, so its batches are kept (a 2,000-sentence split is about 1 MB).
-  """
-  return tuple(
-    tasks.get_dataset(
-      config.task,
-      config.split,
-      input_length=config.input_length,
-      target_length=config.target_length,
-      batch_size=config.batch_size,
-      shuffle=False,
-      seed=0,
-      repeat=False,
-      with_text=True,
-      max_examples=config.max_examples,
-    )
-  )
-
-
-@functools.partial(jax.jit, static_argnums=(0,))
-def _eval_metrics(model, params, batch):
-  logits = model.logits(params, batch)
-  targets = batch['decoder_target_tokens']
-  weights = batch['decoder_loss_weights'].astype(np.float32)
-  nll = -models.token_log_probs(logits, targets)
-  correct = (logits.argmax(-1) == targets).astype(np.float32)
-  return {
-    'nll_sum': (nll * weights).sum(),
-    'correct': (correct * weights).sum(),
-    'num_tokens': weights.sum(),
-  }
-
-
-@functools.cache
-def _greedy_fn(model, length):
-  def fn(params, batch):
-    tokens, _ = model.predict_batch(
-      params, batch, jax.random.key(0), num_decodes=1, max_decode_length=length, temperature=0.0
-    )
-    return tokens[:, 0]
-
-  return jax.jit(fn)
-
-
-def check_vocab_size(model_config: network.T5Config, task: Any) -> None:
-  """Fails clearly when the model has fewer embeddings than the task's vocabulary.
-
-  Raises:
-    errors.UserInputError: names the sizes and the flag that fixes it.
-  """
-  size = tasks.get_vocabulary(task).vocab_size
-  if model_config.vocab_size < size:
-    raise errors.UserInputError(
-      f'The model has vocab_size={model_config.vocab_size} but the vocabulary of task '
-      f'{getattr(task, "name", task)!r} has '
-      f'{size} pieces: set --gin.VOCAB_SIZE={size}.'
-    )
 
 
 def evaluate(
@@ -244,7 +61,7 @@ def evaluate(
     The metrics dict, also written to `model_dir/eval/<split>_<checkpoint>.json`
     (with '/' in the checkpoint name written as '_').
   """
-  check_vocab_size(model_config, eval_config.task)
+  policy_eval.check_vocab_size(model_config, eval_config.task)
   gin_utils.write_config(model_dir, 'config_eval.gin')
   mesh = partitioning.make_mesh(mesh_config)
   model = models.EncoderDecoderModel(model_config)
@@ -258,7 +75,9 @@ def evaluate(
   params, step = checkpoints.restore_params(
     directory, model.init_params_fn(eval_config.input_length, eval_config.target_length), mesh, step
   )
-  result = evaluate_policy(model, params, mesh, eval_config, reward=reward, progress=progress)
+  result = policy_eval.evaluate_policy(
+    model, params, mesh, eval_config, reward=reward, progress=progress
+  )
   result.update(checkpoint=directory, step=int(step), split=eval_config.split)
   name = checkpoint.strip('/').replace('/', '_')
   path = files.write_json(

@@ -69,7 +69,7 @@ from rest_jax.core import model_dir as model_dir_lib
 from rest_jax.core import sampler as sampler_lib
 from rest_jax.data import grow_io, tasks
 from rest_jax.rewards import reward_fns
-from rest_jax.runs import evaluation
+from rest_jax.runs import policy_eval
 
 UNFINISHED = ('keep', 'drop')  # SamplingConfig.unfinished.
 
@@ -374,7 +374,7 @@ def grow(
     return manifest
   except grow_io.GrowDataError:
     pass
-  evaluation.check_vocab_size(model_config, grow_config.task)
+  policy_eval.check_vocab_size(model_config, grow_config.task)
   gin_utils.write_config(model_dir, f'config_grow_{os.path.basename(out_dir)}.gin')
   vocab = tasks.get_vocabulary(grow_config.task)
   sources = load_sources(grow_config)

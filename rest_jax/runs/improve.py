@@ -64,7 +64,7 @@ from rest_jax.core import model_dir as model_dir_lib
 from rest_jax.core import train_state as train_state_lib
 from rest_jax.data import grow_io, improve_data, tasks
 from rest_jax.rewards import reward_fns
-from rest_jax.runs import evaluation
+from rest_jax.runs import evaluation, policy_eval
 
 LOG_TEMPERATURE = 'bvmpo_log_temperature'  # BVMPO's learned log eta, beside the policy params.
 INIT_FROM = ('previous', 'base')
@@ -317,7 +317,7 @@ def improve(
       done = json.load(f)
     logging.info('Improve %s already finished (%s).', phase, result_path)
     return done
-  evaluation.check_vocab_size(model_config, eval_config.task)
+  policy_eval.check_vocab_size(model_config, eval_config.task)
   gin_utils.write_config(model_dir, f'config_improve_{phase}.gin')
   if control_task is None:
     round_dir = model_dir_lib.ModelDir(model_dir).grow_round(grow_round)
@@ -420,7 +420,7 @@ def improve(
   def validate(state, step: int) -> dict:
     del step
     params = policy_params(state.params)
-    return evaluation.evaluate_policy(
+    return policy_eval.evaluate_policy(
       model, params, mesh, eval_config, reward=reward, progress=progress
     )
 

@@ -176,7 +176,7 @@ def export(
   """
   from rest_jax.core import models, partitioning
   from rest_jax.data import tasks
-  from rest_jax.runs import evaluation
+  from rest_jax.runs import evaluation, policy_eval
 
   mesh = partitioning.make_mesh(partitioning.MeshConfig())
   model = models.EncoderDecoderModel(model_config)
@@ -201,7 +201,7 @@ def export(
       target_length=target_length,
       max_examples=limit,
     )
-    m = evaluation.evaluate_policy(model, rounded, mesh, cfg, progress=False)
+    m = policy_eval.evaluate_policy(model, rounded, mesh, cfg, progress=False)
     results[key] = {
       k: m[k] for k in ('bleu', 'chrf', 'loss', 'length_ratio', 'hacking_rate', 'num_examples')
     }

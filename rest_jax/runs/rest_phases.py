@@ -18,7 +18,7 @@ from rest_jax.core import checkpoints, files, models, network, partitioning, sum
 from rest_jax.core import model_dir as model_dir_lib
 from rest_jax.data import tasks
 from rest_jax.rewards import corruptions, reward_fns, rm_metrics
-from rest_jax.runs import bc, evaluation, grow, improve, infer, train_rm
+from rest_jax.runs import bc, evaluation, grow, improve, infer, policy_eval, train_rm
 
 JUDGE = 'rm_judge'  # The independent judge's phase and checkpoint name.
 CONTROL = 'bc_more'  # The compute-matched BC control's phase and checkpoint prefix.
@@ -320,7 +320,7 @@ def _evaluate_phase(
   params = improve.policy_params(params)
   result = {'checkpoint': directory, 'step': int(step), 'splits': SPLITS}
   for split, cfg in (('val', eval_config), ('test', test_config)):
-    m = evaluation.evaluate_policy(
+    m = policy_eval.evaluate_policy(
       model, params, mesh, cfg, reward=reward, judge=judge, progress=progress
     )
     result[split] = m
