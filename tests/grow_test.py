@@ -11,7 +11,7 @@ import test_utils
 
 from rest_jax.core import model_dir as model_dir_lib
 from rest_jax.core import partitioning
-from rest_jax.data import grow_io, tasks
+from rest_jax.data import grow_chunks, grow_io, tasks
 from rest_jax.rewards import reward_fns
 from rest_jax.runs import grow, inspect_round
 
@@ -259,7 +259,8 @@ def test_rounds_from_the_same_policy_draw_different_samples(policy, tmp_path):
   human = a['is_human'].astype(bool)
   assert list(a['targets_pretokenized'][human]) == list(b['targets_pretokenized'][human])
   assert not np.array_equal(
-    jax.random.key_data(grow.chunk_key(3, 1, 0)), jax.random.key_data(grow.chunk_key(3, 2, 0))
+    jax.random.key_data(grow_chunks.chunk_key(3, 1, 0)),
+    jax.random.key_data(grow_chunks.chunk_key(3, 2, 0)),
   )
 
 

@@ -11,7 +11,7 @@ import test_utils
 from rest_jax import errors
 from rest_jax.core import checkpoints, optimizers, partitioning, trainer
 from rest_jax.core import train_state as train_state_lib
-from rest_jax.data import grow_io, tasks
+from rest_jax.data import grow_io, grow_sources, tasks
 from rest_jax.rewards import reward_model
 from rest_jax.runs import grow, train_rm
 
@@ -87,7 +87,7 @@ def test_grow_first_source_selects_the_slice(tmp_path):
   train = corpus.splits()['train']
 
   def load(**kwargs):
-    return grow.load_sources(
+    return grow_sources.load_sources(
       grow.GrowConfig(task=corpus, input_length=16, target_length=16, **kwargs)
     )
 
@@ -185,7 +185,7 @@ def test_train_rm_end_to_end_tiny_and_a_second_named_model(tmp_path):
   assert max(len(t) for t in rec['targets']) <= 12
   # Disjoint from the sources Grow samples by default (the first MAX_SOURCES of train).
   max_sources = size - 40
-  grown = grow.load_sources(
+  grown = grow_sources.load_sources(
     grow.GrowConfig(task=corpus, max_sources=max_sources, input_length=16, target_length=16)
   )
   assert grown.texts == [s for s, _ in train[:max_sources]]

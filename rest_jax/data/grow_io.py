@@ -54,7 +54,7 @@ INT_LIST_FEATURES = ('inputs', 'targets')
 TEXT_FEATURES = ('inputs_pretokenized', 'targets_pretokenized', 'reference')
 FLOAT_FEATURES = ('reward', 'raw_reward', 'log_prob')
 INT_FEATURES = ('source_id', 'sample_index', 'is_human', 'grow_round', 'policy_step')
-# Length-cap counts of a shard (sidecar) and of a round (manifest), see grow.py:
+# Length-cap counts of a shard (sidecar) and of a round (manifest), see grow_chunks.py:
 # samples that reached target_length without EOS, those of them left out of the round
 # (SamplingConfig.unfinished='drop'), and human references stored truncated.
 TRUNCATION_COUNTS = ('num_truncated_samples', 'num_dropped_samples', 'num_truncated_references')

@@ -15,7 +15,7 @@ import numpy as np
 
 from rest_jax import errors
 from rest_jax.core import models, reranking
-from rest_jax.data import vocabularies
+from rest_jax.data import grow_sources, vocabularies
 from rest_jax.rewards import reward_fns
 from rest_jax.runs import grow
 
@@ -63,7 +63,7 @@ def load_sources(cfg: Any) -> tuple[list[np.ndarray], list[str], list[str] | Non
   """
   if cfg.input_file is not None:
     return _file_sources(cfg)
-  src = grow.load_sources(
+  src = grow_sources.load_sources(
     grow.GrowConfig(
       task=cfg.task,
       split=cfg.split,
