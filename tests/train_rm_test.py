@@ -11,7 +11,7 @@ import test_utils
 from rest_jax import errors
 from rest_jax.core import checkpoints, optimizers, partitioning, trainer
 from rest_jax.core import train_state as train_state_lib
-from rest_jax.data import grow_io, grow_sources, tasks
+from rest_jax.data import grow_io, grow_sources, rm_data, tasks
 from rest_jax.rewards import reward_model
 from rest_jax.runs import grow, train_rm
 
@@ -71,7 +71,7 @@ def test_train_source_slice():
   size = len(corpus.splits()['train'])
 
   def slice_of(**kwargs):
-    return train_rm.train_source_slice(train_rm.JudgmentsConfig(task=corpus, **kwargs))
+    return rm_data.train_source_slice(train_rm.JudgmentsConfig(task=corpus, **kwargs))
 
   assert slice_of(num_train_sources=500) == (size - 500, 500)  # Default: the last sources.
   assert slice_of(num_train_sources=500, first_train_source=0) == (0, 500)

@@ -59,7 +59,7 @@ from absl import logging
 from rest_jax import errors, gin_utils
 from rest_jax.core import faults, files, multihost, network, optimizers, partitioning, preemption
 from rest_jax.core import model_dir as model_dir_lib
-from rest_jax.data import tasks
+from rest_jax.data import rm_data, tasks
 from rest_jax.rewards import reward_fns, reward_model
 from rest_jax.runs import (
   bc,
@@ -439,7 +439,7 @@ def _check_disjoint_sources(task, grow_config, rm_phase, judge_phase) -> None:
   count = size - first if grow_config.max_sources is None else grow_config.max_sources
   ranges = {'Grow': range(first, min(first + count, size))}
   for name, p in phases:
-    first, count = train_rm.train_source_slice(p.judgments)
+    first, count = rm_data.train_source_slice(p.judgments)
     ranges[name] = range(first, first + count)
   names = list(ranges)
   for x, a in enumerate(names):
