@@ -30,10 +30,10 @@ from absl import flags
 
 import gin
 from rest_jax import errors, gin_utils, main
-from rest_jax.core import checkpoints, files, filtering, partitioning, run_lock
+from rest_jax.core import checkpoints, files, filtering, partitioning, rest_state, run_lock
 from rest_jax.data import grow_io, tasks
 from rest_jax.rewards import reward_fns
-from rest_jax.runs import grow, inspect_round, policy_eval, rest
+from rest_jax.runs import grow, inspect_round, policy_eval, rest_phases
 
 # case -> the tests that check it (this module unless a file is named).
 CATALOGUE = {
@@ -560,15 +560,17 @@ def test_two_runs_on_the_same_model_dir(tmp_path):
 def test_config_changed_between_restarts(tmp_path):
   model_dir = str(tmp_path)
   config = {'num_grow_rounds': 1, 'loss': 'bc'}
-  run = rest._Run(model_dir, rest.plan(1, 2, bc=True, rm=False), config)
+  run = rest_state.RunState(model_dir, rest_phases.plan(1, 2, bc=True, rm=False), config)
   run.start('bc')
   run.finish('bc', 1.0)
   before = _snapshot(tmp_path)
   with pytest.raises(errors.UserInputError) as e:
-    rest._Run(model_dir, rest.plan(1, 2, bc=True, rm=False), {**config, 'loss': 'gold'})
+    rest_state.RunState(
+      model_dir, rest_phases.plan(1, 2, bc=True, rm=False), {**config, 'loss': 'gold'}
+    )
   assert re.fullmatch(
-    rf"{tmp_path / rest.STATE_FILE} was written by a run with config .*'loss': 'bc'.* and phases "
-    r"\['bc'\] done, which this config \(.*'loss': 'gold'.*\) does not continue \(only "
+    rf"{tmp_path / rest_state.STATE_FILE} was written by a run with config .*'loss': 'bc'.* "
+    r"and phases \['bc'\] done, which this config \(.*'loss': 'gold'.*\) does not continue \(only "
     r'NUM_GROW_ROUNDS may change between restarts\)\. Use a new MODEL_DIR\.',
     _one_line(e),
   )

@@ -8,11 +8,31 @@ import numpy as np
 import pytest
 import test_utils
 
-from rest_jax.core import checkpoints, filtering, models, network, optimizers, partitioning
+from rest_jax import errors
+from rest_jax.core import (
+  checkpoints,
+  filtering,
+  models,
+  network,
+  optimizers,
+  partitioning,
+  rest_state,
+)
 from rest_jax.core import model_dir as model_dir_lib
 from rest_jax.data import grow_io, tasks
 from rest_jax.rewards import corruptions, reward_fns, reward_model
-from rest_jax.runs import bc, evaluation, grow, improve, infer, rest, train_rm
+from rest_jax.runs import (
+  bc,
+  evaluation,
+  grow,
+  improve,
+  infer,
+  rest,
+  rest_phases,
+  rest_rewards,
+  rest_summary,
+  train_rm,
+)
 
 L = 16
 MESH = partitioning.MeshConfig(num_devices=1)
@@ -136,15 +156,15 @@ def test_loop_end_to_end(full_run, corpus):
   summary = json.load(open(os.path.join(model_dir, 'eval', 'summary.json')))
   assert summary['rows'] == rows
   for row in rows:
-    assert set(rest.SUMMARY_COLUMNS) <= set(row)
+    assert set(rest_summary.SUMMARY_COLUMNS) <= set(row)
     for split in ('val', 'test'):
       assert 0 <= row[f'{split}_reward'] <= 1 and row[f'{split}_chrf'] >= 0
   assert rows[0]['n_train_examples'] == tasks.dataset_size(corpus, 'train')
-  state = rest.read_state(model_dir)
+  state = rest_state.read_state(model_dir)
   assert (
     state['finished']
     == state['plan']
-    == rest.plan(2, 2, bc=True, rm=True, judge=True, control=True)
+    == rest_phases.plan(2, 2, bc=True, rm=True, judge=True, control=True)
   )
   assert state['current'] is None
   # ReST: each Improve step starts from the previous policy, each Grow samples the latest.
@@ -218,7 +238,7 @@ def test_summary_and_report_name_the_split_of_every_number(full_run):
   # The results (test) come before the selection split in the columns.
   columns = summary['columns']
   assert columns.index('test_reward') < columns.index('val_reward')
-  table = rest.format_summary(rows)
+  table = rest_summary.format_summary(rows)
   assert table.splitlines()[0].startswith('test_*: never selected on')
   page = open(os.path.join(model_dir, 'report', 'report.html')).read()
   assert 'Val reward (selection)' in page and 'Test reward' in page
@@ -258,12 +278,13 @@ def test_judge_is_a_second_reward_model_on_other_sources(full_run, corpus):
 def test_overlapping_reward_model_and_grow_sources_are_refused(corpus):
   phase = _rm_phase(corpus, first_train_source=8)
   grow_config = grow.GrowConfig(task=corpus, max_sources=16)
-  with pytest.raises(rest.errors.UserInputError, match=r'overlap the Grow sources \[0, 16\)'):
-    rest._check_disjoint_sources(corpus, grow_config, phase, None)
+  with pytest.raises(errors.UserInputError, match=r'overlap the Grow sources \[0, 16\)'):
+    rest_rewards.check_disjoint_sources(corpus, grow_config, phase, None)
   judge = _rm_phase(corpus, first_train_source=None)  # The last 16, as the reward model's.
-  with pytest.raises(rest.errors.UserInputError, match='judge'):
-    rest._check_disjoint_sources(corpus, grow_config, _rm_phase(corpus), judge)
-  rest._check_disjoint_sources(corpus, grow_config, _rm_phase(corpus), None)  # Disjoint: fine.
+  with pytest.raises(errors.UserInputError, match='judge'):
+    rest_rewards.check_disjoint_sources(corpus, grow_config, _rm_phase(corpus), judge)
+  # Disjoint: fine.
+  rest_rewards.check_disjoint_sources(corpus, grow_config, _rm_phase(corpus), None)
 
 
 def test_resume_after_every_phase_equals_uninterrupted(full_run, corpus, tmp_path):
@@ -272,13 +293,13 @@ def test_resume_after_every_phase_equals_uninterrupted(full_run, corpus, tmp_pat
   # (bc, rm, eval_bc, grow, improve, eval, improve, eval), restart, and compare.
   full_dir, full_rows = full_run
   model_dir = str(tmp_path / 'run')
-  plan = rest.plan(1, 2, bc=True, rm=True, judge=True, control=True)
-  assert plan == rest.plan(2, 2, bc=True, rm=True, judge=True, control=True)[: len(plan)]
+  plan = rest_phases.plan(1, 2, bc=True, rm=True, judge=True, control=True)
+  assert plan == rest_phases.plan(2, 2, bc=True, rm=True, judge=True, control=True)[: len(plan)]
   for n in range(1, len(plan) + 1):
     _run(corpus, model_dir, max_phases=1, num_grow_rounds=1)
-    state = rest.read_state(model_dir)
+    state = rest_state.read_state(model_dir)
     assert state['finished'] == plan[:n] and state['current'] is None
-  rows = rest.read_summary(model_dir)
+  rows = rest_summary.read_summary(model_dir)
   strip = lambda rs: [{k: v for k, v in r.items() if k != 'checkpoint'} for r in rs]
   assert strip(rows) == strip(full_rows[:4])
   for name in ('bc/best', 'g1_i1/best', 'g1_i2/best', 'g1_i2/last', 'bc_more_g1_i2/best'):
@@ -325,8 +346,8 @@ def test_rest_em_restarts_every_iteration_from_base(corpus, tmp_path):
     judge_phase=None,
     control=False,
   )
-  state = rest.read_state(model_dir)
-  assert state['plan'] == rest.plan(2, 1, bc=False, rm=False)
+  state = rest_state.read_state(model_dir)
+  assert state['plan'] == rest_phases.plan(2, 1, bc=False, rm=False)
   # Grow samples the latest policy; every Improve starts again from the base.
   assert state['policies'] == {
     'grow_g1': 'bc/best',
@@ -345,12 +366,16 @@ def test_rest_em_restarts_every_iteration_from_base(corpus, tmp_path):
 def test_restart_with_another_config_is_a_clear_error(tmp_path):
   model_dir = str(tmp_path)
   config = {'num_grow_rounds': 1, 'loss': 'bc'}
-  run = rest._Run(model_dir, rest.plan(1, 2, bc=True, rm=False), config)
+  run = rest_state.RunState(model_dir, rest_phases.plan(1, 2, bc=True, rm=False), config)
   run.start('bc')
   run.finish('bc', 1.0)
   # More Grow rounds continue the run.
-  rest._Run(model_dir, rest.plan(2, 2, bc=True, rm=False), {**config, 'num_grow_rounds': 2})
-  with pytest.raises(rest.errors.UserInputError, match='does not continue'):
-    rest._Run(model_dir, rest.plan(1, 2, bc=True, rm=False), {**config, 'loss': 'gold'})
-  with pytest.raises(rest.errors.UserInputError, match='does not continue'):
-    rest._Run(model_dir, rest.plan(1, 2, bc=False, rm=False), config)
+  rest_state.RunState(
+    model_dir, rest_phases.plan(2, 2, bc=True, rm=False), {**config, 'num_grow_rounds': 2}
+  )
+  with pytest.raises(errors.UserInputError, match='does not continue'):
+    rest_state.RunState(
+      model_dir, rest_phases.plan(1, 2, bc=True, rm=False), {**config, 'loss': 'gold'}
+    )
+  with pytest.raises(errors.UserInputError, match='does not continue'):
+    rest_state.RunState(model_dir, rest_phases.plan(1, 2, bc=False, rm=False), config)

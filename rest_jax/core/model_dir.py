@@ -50,12 +50,12 @@ class ModelDir:
 
   @property
   def rest_state(self) -> str:
-    """The ReST loop's phase list (`rest.py`)."""
+    """The ReST loop's phase list (`rest_state.py`)."""
     return self.path('rest_state.json')
 
   @property
   def summary(self) -> str:
-    """The ReST loop's table, one row per evaluated policy (`rest.py`)."""
+    """The ReST loop's table, one row per evaluated policy (`rest_summary.py`)."""
     return self.path('eval', 'summary.json')
 
   # Checkpoints.

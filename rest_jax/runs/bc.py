@@ -1,15 +1,12 @@
 """`--run_mode=bc`: supervised (behaviour-cloning) training of the policy.
 
-Read top to bottom: build the mesh and the sharded state, resume from the last
-checkpoint if there is one, then loop: train step, log, validate (loss and
-greedy BLEU / chrF), save `last` and `best` checkpoints. Everything the loop
-needs comes in through the keyword-only signature of `train`, which gin binds
-(`gin/runs/bc.gin`).
+`train` (gin binds its keyword-only signature, `gin/runs/bc.gin`) builds the
+mesh, the sharded state (`initial_state`) and the data stream (`bc_data`), and
+runs `train_loop.run`: resume from the last checkpoint, train steps, metrics,
+validation (loss and greedy BLEU / chrF), `last` and `best` checkpoints, SIGTERM.
 
 Model directory: `config.gin`, `checkpoints/bc/{last,best}/`,
-`eval/bc_history.jsonl`, `eval/bc_validation.json`, `summaries/bc/`. The loop
-itself (resume, metrics, validation, `last`/`best`, SIGTERM) is `train_loop.run`.
-"""
+`eval/bc_history.jsonl`, `eval/bc_validation.json`, `summaries/bc/`."""
 
 from __future__ import annotations
 
@@ -17,15 +14,13 @@ import dataclasses
 from typing import Any
 
 import jax
-import tqdm
 from absl import logging
 
 from rest_jax import gin_utils
 from rest_jax.core import (
-  checkpoints,
   files,
+  initial_state,
   models,
-  multihost,
   network,
   optimizers,
   partitioning,
@@ -33,8 +28,7 @@ from rest_jax.core import (
   trainer,
 )
 from rest_jax.core import model_dir as model_dir_lib
-from rest_jax.core import train_state as train_state_lib
-from rest_jax.data import tasks
+from rest_jax.data import bc_data
 from rest_jax.runs import evaluation, policy_eval
 
 
@@ -119,32 +113,8 @@ def train(
     return model.init(r, train_data.input_length, train_data.target_length)['params']
 
   md = model_dir_lib.ModelDir(model_dir)
-  if init_checkpoint is None or train_loop.resumable(md, phase):
-    state, shardings = train_state_lib.create_sharded(init_params, tx, rng, mesh)
-  else:
-    params, init_step = checkpoints.restore_params(
-      md.checkpoint(init_checkpoint), init_params, mesh
-    )
-    logging.info('%s starts from %s (step %d)', phase, init_checkpoint, init_step)
-    state, shardings = train_state_lib.from_params(params, init_params, tx, mesh)
+  state, shardings = initial_state.create(init_params, tx, rng, mesh, md, phase, init_checkpoint)
   logging.info('Policy: %.2fM parameters, mesh %s', trainer.tree_size(state.params) / 1e6, mesh)
-
-  def batches(start: int):
-    data = tasks.get_dataset(
-      train_data.task,
-      train_data.split,
-      input_length=train_data.input_length,
-      target_length=train_data.target_length,
-      batch_size=train_data.batch_size,
-      shuffle=True,
-      seed=train_data.shuffle_seed,
-      repeat=True,
-      pack=train_data.pack,
-    )
-    # Exact resume: replay the data order up to where the last run stopped.
-    for _ in tqdm.trange(start, desc='skip seen batches', disable=multihost.bar_disable(progress)):
-      next(data)
-    return data
 
   def validate(state, step):
     del step
@@ -156,7 +126,7 @@ def train(
     steps=trainer.Trainer(loss_fn=model.loss_fn, tx=tx, mesh=mesh, state_shardings=shardings),
     state=state,
     shardings=shardings,
-    batches=batches,
+    batches=lambda start: bc_data.batches(train_data, start, progress=progress),
     rng=jax.random.fold_in(rng, 1),
     config=train_loop.LoopConfig(
       num_steps=num_train_steps,

@@ -1,10 +1,11 @@
-"""The phases of the ReST loop: what each phase name of `rest.plan` runs.
+"""The phases of the ReST loop: the plan (`plan`) and what each of its phases runs.
 
-`rest.rest` keeps the plan, the run state and the summary; for each phase it
-calls `run_phase(context, phase, policies)`, which calls the driver of that
-phase (`bc.train`, `train_rm.train_rm`, `grow.grow`,
-`improve.improve`, the evaluation of a policy on validation and test, and
-`infer.infer` for the best-of-N curves) with the run's configuration.
+`rest_loop.run` keeps the run state (`rest_state`) and the summary
+(`rest_summary`); for each phase it calls `run_phase(context, phase,
+policies)`, which calls the driver of that phase (`bc.train`,
+`train_rm.train_rm`, `grow.grow`, `improve.improve`, the evaluation of a policy
+on validation and test, and `infer.infer` for the best-of-N curves) with the
+run's configuration.
 """
 
 from __future__ import annotations
@@ -30,14 +31,66 @@ SPLITS = {
 }
 
 
+def plan(
+  num_grow_rounds: int,
+  num_improve_steps: int,
+  *,
+  bc: bool,
+  rm: bool,
+  judge: bool = False,
+  control: bool = False,
+) -> list[str]:
+  """The phase names of a run, in order.
+
+    bc            behaviour cloning on the human data (or an `initial_policy`)
+    rm            train the reward model (or load `rm_checkpoint`, or use `reward`)
+    rm_judge      train the independent judge: a second reward model on other
+                  train sources and another seed (with `judge_phase`)
+    eval_bc       validation and test of the BC policy: row (bc, g=0, i=0)
+    for g in 1..G:
+      grow_g<g>        sample with the latest policy, score, write grow/g<g>
+      for i in 1..I:
+        improve_g<g>_i<i>  filter D_g with the schedule's step i-1, fine-tune from
+                           the previous policy (ReST) or the base policy (ReST-EM)
+        eval_g<g>_i<i>     validation and test of its best checkpoint: row (improve, g, i)
+        bc_more_g<g>_i<i>  (with `control`) the compute-matched BC control: the
+                           control's previous policy trained on the human data
+                           alone for as many optimizer steps as improve_g<g>_i<i>
+                           took, with its batch size, learning rate and selection
+      eval_bc_more_g<g>_i<I>  (with `control`) row (bc_more, g, I)
+
+  Args:
+    num_grow_rounds: G.
+    num_improve_steps: I, Improve steps per Grow round.
+    bc: with the BC phase (no `initial_policy`).
+    rm: with the reward-model phase (no fixed reward, no `rm_checkpoint`).
+    judge: with the judge's phase.
+    control: with the compute-matched BC control's phases.
+
+  Returns:
+    The phase names.
+  """
+  phases = (['bc'] if bc else []) + (['rm'] if rm else []) + (['rm_judge'] if judge else [])
+  phases.append('eval_bc')
+  for g in range(1, num_grow_rounds + 1):
+    phases.append(f'grow_g{g}')
+    for i in range(1, num_improve_steps + 1):
+      phases += [f'improve_g{g}_i{i}', f'eval_g{g}_i{i}']
+      if control:
+        phases.append(f'{CONTROL}_g{g}_i{i}')
+    if control and num_improve_steps:
+      phases.append(f'eval_{CONTROL}_g{g}_i{num_improve_steps}')
+  return phases
+
+
 @dataclasses.dataclass(frozen=True)
 class Context:
-  """What the phases of one run share (built once by `rest.rest`)."""
+  """What the phases of one run share (built once by `rest_setup.start`)."""
 
   model_dir: str
   model_config: network.T5Config
   task: Any  # The human data: seqio task name or `tasks.ParallelCorpus`.
-  phases: list[str]  # The plan (`rest.plan`).
+  phases: list[str]  # The plan (`plan`).
   bc: Any  # rest.BCConfig
   reward_model_phase: Any  # rest.RewardModelPhase | None
   judge_phase: Any  # rest.RewardModelPhase | None
@@ -62,7 +115,7 @@ def run_phase(ctx: Context, phase: str, policies: dict[str, str]) -> dict:
 
   Args:
     ctx: the run.
-    phase: a name from `rest.plan`.
+    phase: a name from `plan`.
     policies: the run state's Grow phase -> the policy it sampled.
 
   Returns:

@@ -1,0 +1,132 @@
+"""The start of a ReST run: from `rest.rest`'s arguments to its plan, run state and phase context.
+
+`start` checks that the reward models do not train on Grow's sources, plans
+the phases (`rest_phases.plan`), reads `MODEL_DIR/rest_state.json`
+(`rest_state.RunState`: a restarted run must continue the same config),
+installs a shipped initial policy, and builds the run's reward and judge
+(`rest_rewards`), in that order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from rest_jax.core import network, partitioning, rest_state
+from rest_jax.data import tasks
+from rest_jax.rewards import reward_fns
+from rest_jax.runs import evaluation, grow, improve, infer, pretrained, rest_phases, rest_rewards
+
+
+def start(
+  *,
+  model_dir: str,
+  model_config: network.T5Config,
+  task: Any,
+  bc: Any,
+  reward_model_phase: Any,
+  reward: reward_fns.RewardFn | None,
+  judge_phase: Any,
+  judge: reward_fns.RewardFn | None,
+  control: bool,
+  metric_weight: float,
+  guard: bool,
+  grow_config: grow.GrowConfig,
+  sampling: grow.SamplingConfig,
+  improve_config: improve.ImproveConfig,
+  eval_config: evaluation.EvalConfig,
+  test_examples: int | None,
+  best_of_n: infer.InferConfig | None,
+  num_grow_rounds: int,
+  num_improve_steps: int,
+  initial_policy: str | None,
+  rm_checkpoint: str | None,
+  mesh_config: partitioning.MeshConfig,
+  seed: int,
+  progress: bool,
+) -> tuple[rest_phases.Context, rest_state.RunState]:
+  """The phases' context and the run state of a run (started or resumed).
+
+  Args are those of `rest.rest` (documented there; `bc` is a `rest.BCConfig`,
+  `reward_model_phase` and `judge_phase` are `rest.RewardModelPhase`s).
+
+  Returns:
+    (the context every phase gets, the run state: which phases are done).
+
+  Raises:
+    errors.UserInputError: the reward models' train sources overlap Grow's
+      (or each other's), or `rest_state.json` holds a run this config does not
+      continue.
+  """
+  train_rm = reward is None and rm_checkpoint is None
+  train_judge = judge is None and judge_phase is not None
+  rest_rewards.check_disjoint_sources(
+    task,
+    grow_config,
+    reward_model_phase if train_rm else None,
+    judge_phase if train_judge else None,
+  )
+  phases = rest_phases.plan(
+    num_grow_rounds,
+    num_improve_steps,
+    bc=initial_policy is None,
+    rm=train_rm,
+    judge=train_judge,
+    control=control,
+  )
+  run = rest_state.RunState(
+    model_dir,
+    phases,
+    {
+      'num_grow_rounds': num_grow_rounds,
+      'num_improve_steps': num_improve_steps,
+      'loss': improve_config.loss,
+      'init_from': improve_config.init_from,
+      'schedule': repr(improve_config.schedule),
+      'improve_config': repr(improve_config),
+      'reward': repr(reward) if reward is not None else rm_checkpoint or 'reward_model_phase',
+      'judge': repr(judge) if judge is not None else 'judge_phase' if train_judge else None,
+      'control': control,
+      'metric_weight': metric_weight,
+      'guard': guard,
+    },
+  )
+  base = initial_policy or 'bc/best'
+  if pretrained.is_shipped(initial_policy):  # A policy shipped in the package.
+    base = pretrained.install(initial_policy, model_dir)
+  vocab_path = tasks.get_vocabulary(task).sentencepiece_model_file
+  if reward is None:
+    reward = rest_rewards.learned_reward(
+      model_dir,
+      rm_checkpoint,
+      reward_model_phase.rm_config,
+      vocab_path,
+      metric_weight=metric_weight,
+      guard=guard,
+    )
+  if train_judge:
+    judge = rest_rewards.learned_judge(model_dir, judge_phase.rm_config, vocab_path)
+  ctx = rest_phases.Context(
+    model_dir=model_dir,
+    model_config=model_config,
+    task=task,
+    phases=phases,
+    bc=bc,
+    reward_model_phase=reward_model_phase,
+    judge_phase=judge_phase,
+    grow_config=grow_config,
+    sampling=sampling,
+    improve_config=improve_config,
+    num_improve_steps=num_improve_steps,
+    eval_config=eval_config,
+    test_config=dataclasses.replace(eval_config, split='test', max_examples=test_examples),
+    best_of_n=best_of_n,
+    initial_policy=initial_policy,
+    base=base,
+    reward=reward,
+    judge=judge,
+    mesh_config=mesh_config,
+    seed=seed,
+    progress=progress,
+  )
+  return ctx, run
