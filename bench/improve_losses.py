@@ -19,7 +19,7 @@ import time
 from absl import app, flags
 from policy_speed import SIZES  # bench/ is on sys.path when this script runs.
 
-from rest_jax.core import filtering, network, partitioning
+from rest_jax.core import filtering, losses, network, partitioning
 from rest_jax.data import tasks
 from rest_jax.rewards import reward_fns, reward_model
 from rest_jax.runs import evaluation, improve
@@ -27,7 +27,7 @@ from rest_jax.runs import evaluation, improve
 _MODEL_DIR = flags.DEFINE_string('model_dir', '/tmp/rest_jax/demo', 'A finished demo_cpu run.')
 _OUT_DIR = flags.DEFINE_string('out_dir', '/tmp/rest_jax/losses', 'Where each loss runs.')
 _STEPS = flags.DEFINE_integer('steps', 50, 'Improve steps per loss.')
-_LOSSES = flags.DEFINE_list('losses', sorted(improve.losses.LOSSES), 'Losses to compare.')
+_LOSSES = flags.DEFINE_list('losses', sorted(losses.LOSSES), 'Losses to compare.')
 _EVAL_EXAMPLES = flags.DEFINE_integer('eval_examples', 250, 'Validation sentences.')
 
 # The shapes of gin/rest/demo_cpu.gin (models/mini.gin, the rest.gin reward model).

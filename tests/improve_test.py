@@ -14,6 +14,7 @@ from rest_jax.core import (
   checkpoints,
   filter_masks,
   filtering,
+  improve_losses,
   losses,
   models,
   partitioning,
@@ -182,8 +183,8 @@ def test_loss_fn_bc_and_binary_reward_weighted_equal_the_model_nll():
   model = test_utils.tiny_model()
   batch = test_utils.toy_batch()
   batch['reward'] = np.ones(len(batch['decoder_target_tokens']), np.float32)
-  bc_fn = improve.make_loss_fn(model, improve.ImproveConfig(loss='bc'))
-  rw_fn = improve.make_loss_fn(model, improve.ImproveConfig(loss='reward_weighted'))
+  bc_fn = improve_losses.make_loss_fn(model, improve.ImproveConfig(loss='bc'))
+  rw_fn = improve_losses.make_loss_fn(model, improve.ImproveConfig(loss='reward_weighted'))
 
   @jax.jit
   def all_three(rng, batch):

@@ -1,20 +1,69 @@
 """Improve's data: the filtered view of a Grow round and its training stream (TF, seqio).
 
-`improve.improve` calls these: `filter_round` applies the filter schedule's
-step to a round's rewards, `register_filtered` makes the kept records a seqio
-task, and `stream` gives its shuffled, repeated batches from a step on (a
-resumed step replays the data order to where it stopped).
+`improve.improve` calls these: `training_data` picks what a step trains on
+(the filtered round, or the human data for the compute-matched control);
+`filter_round` applies the filter schedule's step to a round's rewards,
+`register_filtered` makes the kept records a seqio task, `stream` gives its
+shuffled, repeated batches from a step on (a resumed step replays the data
+order to where it stopped) and `train_batches` adds BVMPO's KL weight.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+from absl import logging
 
 from rest_jax import errors
-from rest_jax.core import filter_masks, filtering
+from rest_jax.core import filter_masks, filtering, losses
+from rest_jax.core import model_dir as model_dir_lib
 from rest_jax.data import grow_io, tasks
+
+
+def training_data(
+  model_dir: str, config: Any, grow_round: int, improve_step: int, phase: str, control_task: Any
+) -> tuple[Any, dict]:
+  """What an Improve step trains on, and the facts about it that its result records.
+
+  Args:
+    model_dir: run directory holding `grow/g<g>/`.
+    config: an `improve.ImproveConfig` (its schedule and `min_kept`).
+    grow_round: g.
+    improve_step: i (1-based); uses the schedule's step i-1.
+    phase: the step's name, which tags a task of kept record keys.
+    control_task: None: the filtered round g; else this task's human train
+      split, unfiltered (the compute-matched BC control).
+
+  Returns:
+    (seqio task or its name, {'tau', 'filter', 'fell_back', 'n_train_examples',
+    and for a filtered round the kept counts of `filter_round`}).
+  """
+  if control_task is None:
+    round_dir = model_dir_lib.ModelDir(model_dir).grow_round(grow_round)
+    manifest = grow_io.verify_round(round_dir)
+    filtered, filter_stats, keys, by_tau = filter_round(round_dir, config, improve_step)
+    task = register_filtered(round_dir, manifest['vocab_path'], filtered, keys, by_tau, phase)
+    data_facts = {
+      'tau': filtered.tau,
+      'filter': filtered.description,
+      'fell_back': filtered.fell_back,
+      'n_train_examples': filtered.kept,
+      **filter_stats,
+    }
+  else:  # The compute-matched control: the human data, unfiltered.
+    task, size = control_task, tasks.dataset_size(control_task, 'train')
+    data_facts = {
+      'tau': None,
+      'filter': 'the human data (compute-matched BC control)',
+      'fell_back': False,
+      'n_train_examples': size,
+    }
+  logging.info(
+    '%s trains on %s (%d examples)', phase, data_facts['filter'], data_facts['n_train_examples']
+  )
+  return task, data_facts
 
 
 def filter_round(round_dir: str, config: Any, improve_step: int) -> tuple:
@@ -87,3 +136,40 @@ def stream(task: str, cfg: Any, batch_size: int, features, *, pack: bool, skip: 
   for _ in range(skip):
     next(data)
   return data
+
+
+def train_batches(task: Any, config: Any, size: int) -> Callable[[int], Iterator[dict]]:
+  """The `batches` of `train_loop.run`: `start -> ` the batches of steps start+1, start+2, ...
+
+  Rows are packed only for the 'bc' loss (and `config.pack`); for 'bvmpo' each
+  batch also carries 'kl_weight' [B], the KL weight of its step.
+
+  Args:
+    task: the seqio task (or its name) of `training_data`.
+    config: an `improve.ImproveConfig` (loss, batch size, lengths, seed, steps).
+    size: the task's number of train records.
+
+  Returns:
+    `batches(start)`, a generator of dicts of [B, ...] numpy arrays: the
+    features the loss reads, from the step after `start` (0 at the start).
+  """
+  spec = losses.LOSSES[config.loss]
+
+  def batches(start: int):
+    pack = config.pack and config.loss == 'bc'
+    data = stream(
+      task,
+      config,
+      config.batch_size,
+      spec.batch_fields,
+      pack=pack,
+      skip=start,
+      size=size,
+    )
+    for step, batch in enumerate(data, start + 1):
+      if config.loss == 'bvmpo':
+        kl = float(losses.kl_anneal(step - 1, config.num_train_steps))
+        batch['kl_weight'] = np.full(len(batch['reward']), kl, np.float32)
+      yield batch
+
+  return batches

@@ -15,11 +15,19 @@ import json
 import os
 from typing import Any
 
-from rest_jax.core import checkpoints, files, models, network, partitioning, summaries
+from rest_jax.core import (
+  checkpoints,
+  files,
+  improve_losses,
+  models,
+  network,
+  partitioning,
+  summaries,
+)
 from rest_jax.core import model_dir as model_dir_lib
 from rest_jax.data import tasks
 from rest_jax.rewards import corruptions, reward_fns, rm_metrics
-from rest_jax.runs import bc, evaluation, grow, improve, infer, policy_eval, train_rm
+from rest_jax.runs import bc, evaluation, grow, improve, improve_steps, infer, policy_eval, train_rm
 
 JUDGE = 'rm_judge'  # The independent judge's phase and checkpoint name.
 CONTROL = 'bc_more'  # The compute-matched BC control's phase and checkpoint prefix.
@@ -325,7 +333,7 @@ def _improve_init(
 
 def _improve_result(model_dir: str, g: int, i: int) -> dict:
   """`eval/g<g>_i<i>_validation.json`: what Improve step (g, i) did."""
-  name = improve.phase_name(g, i)
+  name = improve_steps.phase_name(g, i)
   with open(model_dir_lib.ModelDir(model_dir).validation(name)) as f:
     return json.load(f)
 
@@ -370,7 +378,7 @@ def _evaluate_phase(
   params, step = checkpoints.restore_params(
     directory, model.init_params_fn(eval_config.input_length, eval_config.target_length), mesh
   )
-  params = improve.policy_params(params)
+  params = improve_losses.policy_params(params)
   result = {'checkpoint': directory, 'step': int(step), 'splits': SPLITS}
   for split, cfg in (('val', eval_config), ('test', test_config)):
     m = policy_eval.evaluate_policy(
