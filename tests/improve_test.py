@@ -12,12 +12,14 @@ import test_utils
 from rest_jax import errors
 from rest_jax.core import (
   checkpoints,
+  faults,
   filter_masks,
   filtering,
   improve_losses,
   losses,
   models,
   partitioning,
+  preemption,
   train_loop,
 )
 from rest_jax.core import model_dir as model_dir_lib
@@ -306,3 +308,38 @@ def test_tied_validation_reward_keeps_the_starting_policy(grown, tmp_path):
   assert step == 0
   for a, b in zip(jax.tree.leaves(kept), jax.tree.leaves(start)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_gold_with_a_lag_period_resumes_between_resyncs_exactly(grown, tmp_path, monkeypatch):
+  """A notice after step 3 (re-syncs before steps 3 and 5): the rerun restores theta~ of step 2."""
+  _, cfg, _ = grown
+  config = _config(loss='gold', gold_lag_period=2, num_train_steps=6, eval_period=6)
+  full_dir = _copy_run(grown, tmp_path / 'full')
+  full = _improve(grown, full_dir, config)
+  cut_dir = _copy_run(grown, tmp_path / 'cut')
+  seen = {'steps': 0}
+  point = faults.point
+
+  def notice_after_step_3(name, during=False):
+    if name == 'train_step':
+      seen['steps'] += 1
+      if seen['steps'] == 3:
+        preemption.notify()
+    point(name, during)
+
+  monkeypatch.setattr(faults, 'point', notice_after_step_3)
+  try:
+    with pytest.raises(preemption.Preempted, match='at step 3'):
+      _improve(grown, cut_dir, config)
+  finally:
+    preemption.reset()
+  lagged = checkpoints.Checkpointer(model_dir_lib.ModelDir(cut_dir).lagged('g1_i1'))
+  assert lagged.all_steps() == [2]
+  resumed = _improve(grown, cut_dir, config)
+  assert resumed['reward'] == full['reward'] and resumed['steps'] == full['steps'] == 6
+  a, _ = _policy(full_dir, 'g1_i1/last', cfg)
+  b, _ = _policy(cut_dir, 'g1_i1/last', cfg)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(x, y)
+  lagged = checkpoints.Checkpointer(model_dir_lib.ModelDir(cut_dir).lagged('g1_i1'))
+  assert lagged.all_steps() == [2, 4]  # Re-sync 4 saved too; 2 kept while last had step 3.

@@ -181,6 +181,10 @@ class Checkpointer:
     """All kept steps, ascending."""
     return sorted(self._manager.all_steps())
 
+  def delete(self, step: int) -> None:
+    """Deletes the checkpoint of `step`."""
+    self._manager.delete(step)
+
   def wait(self) -> None:
     """Blocks until pending saves are written."""
     self._manager.wait_until_finished()

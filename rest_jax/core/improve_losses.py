@@ -24,7 +24,8 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from rest_jax.core import losses, models
+from rest_jax.core import checkpoints, losses, models
+from rest_jax.core import model_dir as model_dir_lib
 from rest_jax.core import train_state as train_state_lib
 
 LOG_TEMPERATURE = 'bvmpo_log_temperature'  # BVMPO's learned log eta, beside the policy params.
@@ -126,7 +127,12 @@ def values(value_model: models.ValueModel, params: Any, batch: dict) -> jax.Arra
 
 
 def step_inputs(
-  model: models.EncoderDecoderModel, config: Any, init_params: Any, value_params: Any
+  model: models.EncoderDecoderModel,
+  config: Any,
+  init_params: Any,
+  value_params: Any,
+  paths: model_dir_lib.ModelDir,
+  phase: str,
 ) -> Callable[[dict, int, Any], dict]:
   """The `prepare` of `train_loop.run`: the inputs frozen networks give the loss.
 
@@ -134,30 +140,62 @@ def step_inputs(
   policy, re-synced every `gold_lag_period` steps) and the value network's
   'values' [B, T] (when `value_params` is not None).
 
+  With a lag period, the lagged policy of each re-sync is saved under
+  `paths.lagged(phase)`, so that a run resumed between two re-syncs restores
+  the one it had instead of starting from the resumed step's params (older
+  ones than the oldest `last` can resume from are deleted).
+
   Args:
     model: the policy.
     config: an `improve.ImproveConfig` (its `loss`, `gold_lag_period`, `value.discount`).
     init_params: the starting policy's unboxed params.
     value_params: the value network's unboxed params, or None.
+    paths: the run directory.
+    phase: the Improve step's phase name (its checkpoints folder).
 
   Returns:
     `prepare(batch, step, state) -> batch`, which keeps the lagged policy between calls.
   """
   cfg = config
   value_model = models.ValueModel(model.config, cfg.value.discount)
+  period = cfg.gold_lag_period if cfg.loss == 'gold' else 0
+  store = checkpoints.Checkpointer(paths.lagged(phase), max_to_keep=None) if period else None
   lagged = None
+
+  def sync(step: int, params: Any) -> Any:
+    """theta~ = `params` (those after `step`), saved for a resume before the next re-sync."""
+    copy = jax.tree.map(jnp.copy, policy_params(params))  # Train steps donate the state.
+    if step and step not in store.all_steps():
+      oldest_last = min(checkpoints.Checkpointer(paths.last(phase)).all_steps() or [step])
+      for old in store.all_steps():
+        if old < period * (oldest_last // period):
+          store.delete(old)
+      store.save(step, copy)
+    return copy
+
+  def restore(step: int, like: Any) -> Any:
+    """The lagged policy saved at re-sync `step`."""
+    if step not in store.all_steps():
+      raise FileNotFoundError(f'{paths.lagged(phase)}: no lagged policy of step {step}.')
+    target = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), policy_params(like)
+    )
+    return store.restore(target, step)
 
   def prepare(batch: dict, step: int, state) -> dict:
     """The inputs frozen networks give the loss: GOLD's lagged policy, the value network."""
     nonlocal lagged
     if cfg.loss == 'gold':
-      # The lagged policy theta~: the step's starting policy, re-synced every
-      # gold_lag_period steps (a copy: train steps donate the state). A resumed
-      # step re-syncs at its resume step when that is not a multiple of the period.
-      resync = cfg.gold_lag_period and (step - 1) % cfg.gold_lag_period == 0 and step > 1
-      if lagged is None or resync:
-        source = init_params if lagged is None and not cfg.gold_lag_period else state.params
-        lagged = jax.tree.map(jnp.copy, policy_params(source))
+      # The lagged policy theta~: the step's starting policy, re-synced before
+      # the steps 1 + k * gold_lag_period to the params after step k * period.
+      if not period:
+        lagged = lagged or jax.tree.map(jnp.copy, policy_params(init_params))
+      elif (step - 1) % period == 0:
+        lagged = sync(step - 1, state.params)
+      elif lagged is None:  # Resumed between two re-syncs.
+        synced = period * ((step - 1) // period)
+        lagged = init_params if synced == 0 else restore(synced, state.params)
+        lagged = jax.tree.map(jnp.copy, policy_params(lagged))
       batch['lagged_log_probs'] = lagged_log_probs(model, lagged, batch)
     if value_params is not None:
       batch['values'] = values(value_model, value_params, batch)

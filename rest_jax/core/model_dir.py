@@ -75,6 +75,10 @@ class ModelDir:
     """The best checkpoint of `phase` by its validation metric."""
     return self.path('checkpoints', phase, 'best')
 
+  def lagged(self, phase: str) -> str:
+    """GOLD's lagged policy of `phase` at its re-sync steps, to resume it exactly."""
+    return self.path('checkpoints', phase, 'lagged')
+
   # Evaluation files.
   def eval(self, name: str) -> str:
     """`eval/<name>`: a result file such as 'reward_model.json'."""

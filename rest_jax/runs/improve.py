@@ -142,7 +142,9 @@ def improve(
     rng=jax.random.fold_in(jax.random.key(seed), 1),
     config=improve_steps.loop_config(cfg),
     validate=improve_steps.validator(setup.model, setup.mesh, eval_config, reward, progress),
-    prepare=improve_losses.step_inputs(setup.model, cfg, setup.init_params, value_params),
+    prepare=improve_losses.step_inputs(
+      setup.model, cfg, setup.init_params, value_params, paths, phase
+    ),
     baseline=baseline,
     progress=progress,
   )
