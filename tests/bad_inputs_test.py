@@ -30,10 +30,10 @@ from absl import flags
 
 import gin
 from rest_jax import errors, gin_utils, main
-from rest_jax.core import checkpoints, files, filtering, partitioning, rest_state, run_lock
+from rest_jax.core import checkpoints, files, filtering, partitioning, run_lock
 from rest_jax.data import grow_io, tasks
 from rest_jax.rewards import reward_fns
-from rest_jax.runs import grow, inspect_round, policy_eval, rest_phases
+from rest_jax.runs import grow, inspect_round, policy_eval, rest_phases, rest_state
 
 # case -> the tests that check it (this module unless a file is named).
 CATALOGUE = {

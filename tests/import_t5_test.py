@@ -29,9 +29,14 @@ pytest.importorskip('safetensors')
 from safetensors import torch as safetensors_torch  # noqa: E402
 
 from rest_jax import errors  # noqa: E402
-from rest_jax.core import checkpoints, hf_files, models, network  # noqa: E402
+from rest_jax.core import checkpoints, layers, models, network  # noqa: E402
 from rest_jax.rewards import reward_model  # noqa: E402
-from rest_jax.runs import hf_t5, import_t5, t5_convert  # noqa: E402
+from rest_jax.runs import (  # noqa: E402
+  hf_files,  # noqa: E402
+  hf_t5,
+  import_t5,
+  t5_convert,
+)
 
 VOCAB = 96
 TOL = 1e-4
@@ -231,7 +236,7 @@ def test_relative_position_buckets_match_transformers(bidirectional, buckets, ma
   theirs = transformers.models.t5.modeling_t5.T5Attention._relative_position_bucket(
     torch.tensor(relative), bidirectional, buckets, max_distance
   ).numpy()
-  ours = network.relative_position_bucket(
+  ours = layers.relative_position_bucket(
     jnp.asarray(relative, jnp.int32), bidirectional, buckets, max_distance
   )
   np.testing.assert_array_equal(np.asarray(ours), theirs)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import test_utils
 
-from rest_jax.core import network
+from rest_jax.core import layers
 
 
 def _t5_bucket_reference(rel, bidirectional, num_buckets, max_distance):
@@ -32,7 +32,7 @@ def _t5_bucket_reference(rel, bidirectional, num_buckets, max_distance):
 @pytest.mark.parametrize('bidirectional', [True, False])
 def test_relative_position_bucket_matches_t5(bidirectional):
   rel = np.arange(-300, 300)
-  got = np.asarray(network.relative_position_bucket(jnp.asarray(rel), bidirectional, 32, 128))
+  got = np.asarray(layers.relative_position_bucket(jnp.asarray(rel), bidirectional, 32, 128))
   want = np.array([_t5_bucket_reference(int(r), bidirectional, 32, 128) for r in rel])
   np.testing.assert_array_equal(got, want)
 

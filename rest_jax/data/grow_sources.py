@@ -2,7 +2,7 @@
 
 `load_sources` reads sources [first_source, first_source + max_sources) of a
 task's split unshuffled, as token ids, texts and human references. Grow
-(`runs/grow.py`) and best-of-N (`infer.load_sources`) read sources this way.
+(`runs/grow.py`) and best-of-N (`best_of_n.load_sources`) read sources this way.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def load_sources(cfg: Any) -> Sources:
   The split is read unshuffled, so the first `first_source` examples are skipped
   deterministically (they are still tokenized: `tasks.get_dataset` has no offset).
   Index k of the result is example `cfg.first_source + k` of the split. Grow
-  and best-of-N (`infer.load_sources`) read sources this way.
+  and best-of-N (`best_of_n.load_sources`) read sources this way.
 
   Args:
     cfg: a `runs.grow.GrowConfig`: the task, split, source range and

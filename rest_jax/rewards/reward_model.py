@@ -36,7 +36,7 @@ import numpy as np
 import sentencepiece
 from jax.sharding import Mesh
 
-from rest_jax.core import checkpoints, network, partitioning
+from rest_jax.core import checkpoints, layers, network, partitioning
 
 _OUTPUTS = ('sigmoid', 'linear')
 _NEG_INF = -1e10
@@ -76,14 +76,14 @@ class RewardModel(nn.Module):
 
   def setup(self):
     cfg = self.config.encoder
-    self.token_embedder = network.Embed(cfg)
-    self.encoder_relpos = network.RelativePositionBiases(cfg, bidirectional=True)
+    self.token_embedder = layers.Embed(cfg)
+    self.encoder_relpos = layers.RelativePositionBiases(cfg, bidirectional=True)
     self.encoder_layers = [
       network.EncoderLayer(cfg, name=f'encoder_layer_{i}') for i in range(cfg.num_encoder_layers)
     ]
-    self.encoder_norm = network.RMSNorm(cfg)
+    self.encoder_norm = layers.RMSNorm(cfg)
     # The output axis has no logical name: a single unit is never sharded.
-    self.head = network.DenseGeneral(features=(1,), kernel_axes=('embed', None), config=cfg)
+    self.head = layers.DenseGeneral(features=(1,), kernel_axes=('embed', None), config=cfg)
     # As in network.py: one mask per example and feature, shared across positions.
     self.dropout = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))
 

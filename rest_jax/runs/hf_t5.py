@@ -4,7 +4,7 @@
 `load_params` reads its weights and converts them into the parameter tree of
 the policy or of a reward model (placed on a device mesh), and
 `check_vocabulary` checks that a SentencePiece model fits the network. The
-files are read by `core/hf_files.py`, the config and weights converted by
+files are read by `hf_files.py`, the config and weights converted by
 `t5_convert.py`; `import_t5.py` (`--run_mode=import_t5`) writes the result.
 """
 
@@ -14,9 +14,9 @@ import jax
 import sentencepiece
 
 from rest_jax import errors
-from rest_jax.core import hf_files, models, network, partitioning
+from rest_jax.core import models, network, partitioning
 from rest_jax.rewards import reward_model
-from rest_jax.runs import t5_convert
+from rest_jax.runs import hf_files, t5_convert
 
 
 def load_hf_config(path: str) -> network.T5Config:

@@ -14,10 +14,10 @@ The policy checkpoint restores with `checkpoints.restore_params` (what eval,
 Grow, Improve and the ReST loop's `initial_policy` use); a reward-model encoder
 (`target='reward_model'`, a fresh head) restores with `reward_model.load_params`.
 
-Reading the checkpoint's files is `core/hf_files.py`; the conversion of the
+Reading the checkpoint's files is `hf_files.py`; the conversion of the
 config and the weights (pure numpy / JAX), and how Hugging Face's T5 maps onto
 `network.Transformer`, is `t5_convert.py`, applied by `hf_t5.py`; writing the
-files is `core/imported_files.py`.
+files is `imported_files.py`.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import jax
 import numpy as np
 
 from rest_jax import errors, gin_utils
-from rest_jax.core import hf_files, imported_files, partitioning
-from rest_jax.runs import hf_t5
+from rest_jax.core import partitioning
+from rest_jax.runs import hf_files, hf_t5, imported_files
 
 TARGETS = ('policy', 'reward_model')
 

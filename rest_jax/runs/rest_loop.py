@@ -12,8 +12,8 @@ import time
 
 from absl import logging
 
-from rest_jax.core import faults, multihost, preemption, rest_state
-from rest_jax.runs import report, rest_phases, rest_summary
+from rest_jax.core import faults, multihost, preemption
+from rest_jax.runs import report, rest_phases, rest_state, rest_summary
 
 
 def run(

@@ -12,10 +12,19 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from rest_jax.core import network, partitioning, rest_state
+from rest_jax.core import network, partitioning
 from rest_jax.data import tasks
 from rest_jax.rewards import reward_fns
-from rest_jax.runs import evaluation, grow, improve, infer, pretrained, rest_phases, rest_rewards
+from rest_jax.runs import (
+  evaluation,
+  grow,
+  improve,
+  infer,
+  pretrained,
+  rest_phases,
+  rest_rewards,
+  rest_state,
+)
 
 
 def start(

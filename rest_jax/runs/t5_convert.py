@@ -4,8 +4,8 @@ Pure numpy / JAX: `config_from_hf` maps a parsed config.json onto
 `network.T5Config`; `convert_policy_params`, `convert_encoder_params` and
 `reward_model_params` rename and reshape a state dict ({HF name: array}) into
 our parameter trees and check them against the network's. Reading the files
-is `core/hf_files.py` and `hf_t5.py`, writing the checkpoint
-`core/imported_files.py`, for `import_t5.py` (`--run_mode=import_t5`).
+is `hf_files.py` and `hf_t5.py`, writing the checkpoint
+`imported_files.py`, for `import_t5.py` (`--run_mode=import_t5`).
 
 How Hugging Face's T5 maps onto `network.Transformer` (both compute the same
 function; `tests/import_t5_test.py` checks logits against `transformers`):
@@ -62,7 +62,7 @@ _REQUIRED_KEYS = {
   'd_ff': 'mlp_dim',
   'num_layers': 'num_encoder_layers',
 }
-_EPSILON = 1e-6  # network.RMSNorm's epsilon.
+_EPSILON = 1e-6  # layers.RMSNorm's epsilon.
 
 
 # ------------------------------------------------------------------- config

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 
-from rest_jax.core import checkpoints, files, hf_files, network
+from rest_jax.core import checkpoints, files, network
+from rest_jax.runs import hf_files
 
 
 def write_vocabulary(vocab_source: str, import_dir: str) -> str:
