@@ -108,26 +108,27 @@ def _run_dir_lock(run_mode: str):
 def _lock_on_primary(model_dir: str, run_mode: str):
   """Process 0 takes the lock; every process goes on, or stops, together.
 
-  Without the collective check a refused lock would stop process 0 while the
-  others wait for it at their first collective, forever.
+  Without the collective check a refused lock (or any error of process 0 while
+  it checks MODEL_DIR) would stop process 0 while the others wait for it at
+  their first collective, forever.
   """
   from rest_jax.core import multihost  # Lazy, as the run modes.
 
-  held, error = contextlib.ExitStack(), None
-  if multihost.is_primary():
+  with contextlib.ExitStack() as held:
+    error = None
+    if multihost.is_primary():
+      try:
+        gin_utils.check_model_dir(model_dir)
+        held.enter_context(run_lock.hold(model_dir, run_mode))
+      except Exception as e:  # noqa: BLE001  (raised below, after the others know)
+        error = e
     try:
-      gin_utils.check_model_dir(model_dir)
-      held.enter_context(run_lock.hold(model_dir, run_mode))
-    except errors.UserInputError as e:
-      error = e
-  try:
-    multihost.raise_together(error, 'taking the MODEL_DIR lock')
-  except multihost.PeerError:
-    raise run_lock.RunDirInUseError(
-      f'MODEL_DIR {model_dir}: process 0 could not take its lock (its error names the '
-      'holder); stopping with it.'
-    ) from None
-  with held:
+      multihost.raise_together(error, 'taking the MODEL_DIR lock')
+    except multihost.PeerError:
+      raise errors.UserInputError(
+        f'MODEL_DIR {model_dir}: process 0 could not check it or take its lock (its error '
+        'says why); stopping with it.'
+      ) from None
     yield
 
 

@@ -206,8 +206,8 @@ def test_multiprocess_run_on_a_held_model_dir_stops_every_process(tmp_path):
   last = [err.strip().splitlines()[-1] for err in errs]
   assert last[0].startswith(f'error: MODEL_DIR {model_dir} is in use by run_mode=rest'), errs[0]
   assert last[1] == (
-    f'error: MODEL_DIR {model_dir}: process 0 could not take its lock (its error names the '
-    'holder); stopping with it.'
+    f'error: MODEL_DIR {model_dir}: process 0 could not check it or take its lock (its error '
+    'says why); stopping with it.'
   ), errs[1]
   assert not any('Traceback' in err for err in errs), errs
   assert os.listdir(model_dir) == ['.lock']
@@ -216,8 +216,14 @@ def test_multiprocess_run_on_a_held_model_dir_stops_every_process(tmp_path):
 def test_holding_the_lock_removes_temporary_files_of_killed_writers(tmp_path):
   model_dir = tmp_path / 'run'
   (model_dir / 'grow' / 'g1').mkdir(parents=True)
-  stale = [model_dir / 'rest_state.json.tmp-123', model_dir / 'grow' / 'g1' / 'part-0.tmp-9']
-  kept = [model_dir / 'eval' / 'notes.tmp-x', model_dir / 'rest_state.json']
+  dead = _dead_pid()
+  stale = [model_dir / f'rest_state.json.tmp-{dead}', model_dir / 'grow' / 'g1' / f'p.tmp-{dead}']
+  kept = [
+    model_dir / 'eval' / 'notes.tmp-x',
+    model_dir / 'rest_state.json',
+    model_dir / 'grow' / 'g1' / f'inspect.json.tmp-{os.getpid()}',  # A live writer's.
+    model_dir / 'checkpoints' / 'bc' / f'x.tmp-{dead}',  # Orbax's folder: not walked.
+  ]
   for path in stale + kept:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text('x')

@@ -18,7 +18,7 @@ import contextlib
 import errno
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from rest_jax import errors
@@ -42,24 +42,34 @@ def tmp_path(path: str) -> str:
   return f'{path}.tmp-{os.getpid()}'
 
 
-def remove_stale_tmp(root: str) -> list[str]:
+def remove_stale_tmp(
+  root: str, is_live: Callable[[int], bool], skip: tuple[str, ...] = ('checkpoints',)
+) -> list[str]:
   """Removes the temporary files (`*.tmp-<pid>`) that killed writers left under `root`.
 
-  Call it only while no writer can be active in `root`: `run_lock.hold` does,
-  right after it takes the MODEL_DIR lock (in a multi-process run, before the
-  other processes are let go). A kill between writing and renaming leaves such
-  a file; the rerun writes a new one and never reads the old.
+  A kill between writing and renaming (`atomic_path`) leaves such a file; the
+  rerun writes a new one and never reads the old. `run_lock.hold` calls this
+  once it holds the MODEL_DIR lock. A file whose pid `is_live` says is running
+  is kept (a writer that takes no lock, such as --run_mode=inspect), and so is
+  one that cannot be removed.
+
+  Args:
+    root: the folder to clean (walked recursively).
+    is_live: whether a process id runs on this host.
+    skip: top-level folders of `root` not walked (Orbax cleans its checkpoints).
 
   Returns:
     The removed paths, sorted.
   """
   removed = []
-  for folder, _, names in os.walk(root):
+  for folder, dirs, names in os.walk(root):
+    if folder == root:
+      dirs[:] = [d for d in dirs if d not in skip]
     for name in names:
       stem, sep, pid = name.rpartition('.tmp-')
-      if sep and stem and pid.isdigit():
+      if sep and stem and pid.isdigit() and not is_live(int(pid)):
         path = os.path.join(folder, name)
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
           os.remove(path)
           removed.append(path)
   return sorted(removed)

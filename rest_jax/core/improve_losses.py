@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from rest_jax import errors
 from rest_jax.core import checkpoints, losses, models
 from rest_jax.core import model_dir as model_dir_lib
 from rest_jax.core import train_state as train_state_lib
@@ -143,7 +144,8 @@ def step_inputs(
   With a lag period, the lagged policy of each re-sync is saved under
   `paths.lagged(phase)`, so that a run resumed between two re-syncs restores
   the one it had instead of starting from the resumed step's params (older
-  ones than the oldest `last` can resume from are deleted).
+  ones than the oldest `last` can resume from are deleted; the driver deletes
+  the folder when the loop is done).
 
   Args:
     model: the policy.
@@ -166,9 +168,11 @@ def step_inputs(
     """theta~ = `params` (those after `step`), saved for a resume before the next re-sync."""
     copy = jax.tree.map(jnp.copy, policy_params(params))  # Train steps donate the state.
     if step and step not in store.all_steps():
-      oldest_last = min(checkpoints.Checkpointer(paths.last(phase)).all_steps() or [step])
+      last = checkpoints.Checkpointer(paths.last(phase))
+      oldest_last = min(last.all_steps() or [step])
+      last.close()
       for old in store.all_steps():
-        if old < period * (oldest_last // period):
+        if old < period * (oldest_last // period):  # No resume can need it any more.
           store.delete(old)
       store.save(step, copy)
     return copy
@@ -176,7 +180,11 @@ def step_inputs(
   def restore(step: int, like: Any) -> Any:
     """The lagged policy saved at re-sync `step`."""
     if step not in store.all_steps():
-      raise FileNotFoundError(f'{paths.lagged(phase)}: no lagged policy of step {step}.')
+      raise errors.UserInputError(
+        f'{paths.lagged(phase)}: the lagged policy of step {step} that this resumed GOLD step '
+        f'needs is missing (written by an older rest_jax, or deleted); delete '
+        f'{paths.checkpoints(phase)} to run the Improve step again from its start.'
+      )
     target = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), policy_params(like)
     )
@@ -188,8 +196,12 @@ def step_inputs(
     if cfg.loss == 'gold':
       # The lagged policy theta~: the step's starting policy, re-synced before
       # the steps 1 + k * gold_lag_period to the params after step k * period.
+      if period and lagged is None:  # The first step of this attempt: forget later re-syncs.
+        for later in [s for s in store.all_steps() if s > step - 1]:
+          store.delete(later)
       if not period:
-        lagged = lagged or jax.tree.map(jnp.copy, policy_params(init_params))
+        if lagged is None:
+          lagged = jax.tree.map(jnp.copy, policy_params(init_params))
       elif (step - 1) % period == 0:
         lagged = sync(step - 1, state.params)
       elif lagged is None:  # Resumed between two re-syncs.

@@ -214,8 +214,8 @@ def release(model_dir: str, record: dict) -> None:
 def hold(model_dir: str, run_mode: str) -> Iterator[dict]:
   """Holds the lock of `model_dir` for the `with` block; removed on any exit.
 
-  The temporary files of killed writers (`files.remove_stale_tmp`) are removed
-  once the lock is held. A `model_dir` that this creates and the run leaves
+  The temporary files of writers that died (`files.remove_stale_tmp`) are
+  removed once the lock is held. A `model_dir` that this creates and the run leaves
   empty is removed again.
 
   Args:
@@ -230,12 +230,12 @@ def hold(model_dir: str, run_mode: str) -> Iterator[dict]:
   """
   created = not os.path.isdir(model_dir)
   record = acquire(model_dir, run_mode)
-  removed = files.remove_stale_tmp(model_dir)  # Nothing else writes here now.
-  if removed:
-    logging.warning(
-      'Removed %d temporary file(s) that a killed run left in %s.', len(removed), model_dir
-    )
   try:
+    removed = files.remove_stale_tmp(model_dir, is_live=_pid_alive)
+    if removed:
+      logging.warning(
+        'Removed %d temporary file(s) that killed writers left in %s.', len(removed), model_dir
+      )
     yield record
   finally:
     release(model_dir, record)

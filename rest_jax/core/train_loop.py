@@ -277,9 +277,7 @@ def run(
       window.append(m)
       bar.update(1)
       is_last = step == config.num_steps
-      validate_now = validate is not None and (
-        is_last or bool(config.eval_period and step % config.eval_period == 0)
-      )
+      validate_now = validate is not None and _validates_at(step, config)
       if step % config.log_period == 0 or is_last or validate_now:
         means = trainer.mean_metrics(trainer.to_host(window))
         trainer.check_finite(means, step=step, phase=phase)

@@ -9,6 +9,7 @@ Step i of round g [PAPER Alg. 1]: filter `grow/g<g>` by the schedule's step i-1
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections.abc import Mapping
 from typing import Any
 
@@ -148,5 +149,6 @@ def improve(
     baseline=baseline,
     progress=progress,
   )
+  shutil.rmtree(paths.lagged(phase), ignore_errors=True)  # Only a resumed loop reads it.
   step = dict(phase=phase, grow_round=grow_round, improve_step=improve_step, task=task)
   return improve_steps.write_result(paths.validation(phase), loop, cfg, setup, facts, **step)
