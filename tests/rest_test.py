@@ -16,7 +16,6 @@ from rest_jax.core import (
   network,
   optimizers,
   partitioning,
-  rest_state,
 )
 from rest_jax.core import model_dir as model_dir_lib
 from rest_jax.data import grow_io, tasks
@@ -30,6 +29,7 @@ from rest_jax.runs import (
   rest,
   rest_phases,
   rest_rewards,
+  rest_state,
   rest_summary,
   train_rm,
 )
