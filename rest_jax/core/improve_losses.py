@@ -168,7 +168,7 @@ def step_inputs(
     """theta~ = `params` (those after `step`), saved for a resume before the next re-sync."""
     copy = jax.tree.map(jnp.copy, policy_params(params))  # Train steps donate the state.
     if step and step not in store.all_steps():
-      last = checkpoints.Checkpointer(paths.last(phase))
+      last = checkpoints.Checkpointer(paths.last(phase), max_to_keep=None)  # Read only.
       oldest_last = min(last.all_steps() or [step])
       last.close()
       for old in store.all_steps():
