@@ -109,3 +109,58 @@ def test_packed_rows_equal_separate_rows():
   for i in range(2):
     valid = a['decoder_target_tokens'][i] > 0
     np.testing.assert_allclose(logits[4 * i : 4 * i + 4][valid], alone[i][valid], atol=1e-5)
+
+
+def test_token_log_probs_gradient_matches_autodiff_of_log_softmax():
+  # models.token_log_probs has a hand-written gradient (softmax - one-hot); it
+  # must equal autodiff of the plain formula, values and gradients, also in bf16.
+  from rest_jax.core import models
+
+  rng = np.random.default_rng(0)
+  logits = jnp.asarray(rng.normal(size=(3, 5, 11)) * 4, jnp.float32)
+  targets = jnp.asarray(rng.integers(0, 11, (3, 5)), jnp.int32)
+  weights = jnp.asarray(rng.normal(size=(3, 5)), jnp.float32)
+
+  def reference(x):
+    lp = jax.nn.log_softmax(x.astype(jnp.float32), axis=-1)
+    return jnp.take_along_axis(lp, targets[..., None], axis=-1)[..., 0]
+
+  assert models.token_log_probs(logits, targets).shape == (3, 5)
+  np.testing.assert_allclose(
+    models.token_log_probs(logits, targets), reference(logits), rtol=1e-6, atol=1e-6
+  )
+  grad = jax.grad(lambda x: (models.token_log_probs(x, targets) * weights).sum())(logits)
+  expected = jax.grad(lambda x: (reference(x) * weights).sum())(logits)
+  np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-6)
+  half = logits.astype(jnp.bfloat16)
+  grad16 = jax.grad(lambda x: models.token_log_probs(x, targets).sum())(half)
+  assert grad16.dtype == jnp.bfloat16
+  np.testing.assert_allclose(
+    grad16.astype(jnp.float32),
+    jax.grad(lambda x: reference(x).sum())(half.astype(jnp.float32)),
+    atol=2e-2,
+  )
+
+
+def test_first_argmax_equals_argmax_with_ties():
+  from rest_jax.core import decoding
+
+  rng = np.random.default_rng(1)
+  x = rng.integers(0, 4, (64, 50)).astype(np.float32)  # Many ties per row.
+  np.testing.assert_array_equal(decoding.first_argmax(jnp.asarray(x)), np.argmax(x, axis=-1))
+
+
+def test_dense_general_is_the_kernel_contraction():
+  # DenseGeneral flattens to one 2-D matmul; it must still contract the last
+  # `contract_dims` axes (the attention output projection contracts two).
+  cfg = test_utils.tiny_config()
+  x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 3, 4, 5)), jnp.float32)
+  layer = layers.DenseGeneral(
+    features=(6,), kernel_axes=('heads', 'kv', 'embed'), config=cfg, contract_dims=2
+  )
+  params = nn.unbox(layer.init(jax.random.key(0), x))
+  kernel = params['params']['kernel']
+  assert kernel.shape == (4, 5, 6)
+  np.testing.assert_allclose(
+    layer.apply(params, x), np.einsum('bthd,hde->bte', x, kernel), rtol=1e-5, atol=1e-5
+  )

@@ -72,7 +72,7 @@ class DenseGeneral(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    """Contracts the last `contract_dims` axes of `x` with the kernel."""
+    """Contracts the last `contract_dims` axes of `x` [..., *C] with the kernel; [..., *F]."""
     in_shape = x.shape[-self.contract_dims :]
     kernel_shape = (*in_shape, *self.features)
 
@@ -88,12 +88,13 @@ class DenseGeneral(nn.Module):
       jnp.dtype(self.config.param_dtype),
     )
     dtype = self.config.activation_dtype
-    contract = tuple(range(x.ndim - self.contract_dims, x.ndim))
-    return jax.lax.dot_general(
-      x.astype(dtype),
-      kernel.astype(dtype),
-      ((contract, tuple(range(self.contract_dims))), ((), ())),
-    )
+    # One 2-D matmul [N, prod C] @ [prod C, prod F]: XLA:CPU then lays out the
+    # backward pass's transposes as plain 2-D transposes; the rank-3 layout
+    # copies it made otherwise took as long as the matmuls (bench/train_profile.py).
+    batch_shape = x.shape[: x.ndim - self.contract_dims]
+    x2 = x.reshape(int(np.prod(batch_shape)), -1).astype(dtype)
+    y = jnp.dot(x2, kernel.reshape(x2.shape[1], -1).astype(dtype))
+    return y.reshape(*batch_shape, *self.features)
 
 
 class Embed(nn.Module):
