@@ -32,6 +32,11 @@ measurement (XLA compile, torch warm-up) is reported as `*_warmup_s` and not
 timed; then the call repeats for `--seconds` (at least `--min_iters` times),
 each call waited for (`block_until_ready`, `.item()` / host copies).
 
+The rest_jax child runs with the settings `import rest_jax` applies on CPU
+(`core/cpu_runtime.py`: an XLA:CPU fusion flag, and glibc malloc keeping freed
+memory); the HF child gets the same malloc settings unless `--hf_malloc=default`.
+Both sides' JSON carry `cpu_runtime`, what was applied in that process.
+
 `bench/gpu.py` runs the same children at T5-base and T5-large size on a GPU.
 """
 
@@ -344,9 +349,13 @@ def _hf_job(t: _Torch, spec: dict, job: dict, built, results: _Results) -> None:
 
 def _hf_child(spec: dict) -> None:
   """The torch side: export and check outputs, print 'ready', wait for 'go', time the jobs."""
+  # The same glibc malloc settings as the rest_jax side (core/cpu_runtime.py).
+  from rest_jax.core import cpu_runtime
+
   t = _Torch(spec)
   results = _Results(os.path.join(spec['workdir'], 'hf.json'))
   results.set('meta', torch=t.torch.__version__, transformers=t.transformers.__version__)
+  results.set('meta', cpu_runtime=cpu_runtime.applied)
   results.data['import_rss_mb'] = rss_mb()
   built = {job['name']: _hf_export(t, spec, job) for job in spec['jobs'] if job['export']}
   print('ready', flush=True)
@@ -519,8 +528,12 @@ def _jax_child(spec: dict) -> None:
   """The rest_jax side: convert and check, then time the jobs."""
   import jax
 
+  # Imported before jax.devices(): its CPU flags and malloc settings (core/cpu_runtime.py).
+  from rest_jax.core import cpu_runtime
+
   results = _Results(os.path.join(spec['workdir'], 'rest_jax.json'))
   results.set('meta', jax=jax.__version__, device=str(jax.devices()[0].device_kind))
+  results.set('meta', cpu_runtime=cpu_runtime.applied)
   results.data['import_rss_mb'] = rss_mb()
   for job in spec['jobs']:
     _jax_job(spec, job, results)
@@ -529,10 +542,18 @@ def _jax_child(spec: dict) -> None:
 # -------------------------------------------------------------------- parent
 
 
-def child_env(side: str, threads: int, device: str) -> tuple[dict, list[int], str]:
-  """The environment, cores and a description of how a child is limited to `threads`."""
+def child_env(
+  side: str, threads: int, device: str, hf_malloc: str = 'same'
+) -> tuple[dict, list[int], str]:
+  """The environment, cores and a description of how a child is limited to `threads`.
+
+  `hf_malloc='same'` gives the HF child rest_jax's glibc malloc settings
+  (`core/cpu_runtime.py`); 'default' leaves it glibc's defaults.
+  """
   cores = sorted(os.sched_getaffinity(0))[:threads]
   env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+  if side == 'hf' and hf_malloc == 'default':
+    env['REST_JAX_CPU_DEFAULTS'] = '0'
   env['PYTHONPATH'] = os.pathsep.join(p for p in (ROOT, env.get('PYTHONPATH')) if p)
   env.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   if side == 'rest_jax':
@@ -548,7 +569,8 @@ def child_env(side: str, threads: int, device: str) -> tuple[dict, list[int], st
   else:
     how = (
       f'os.sched_setaffinity(0, {cores}) in the child; torch.set_num_threads({threads}), '
-      f'torch.set_num_interop_threads({threads}); OMP_NUM_THREADS=MKL_NUM_THREADS={threads}'
+      f'torch.set_num_interop_threads({threads}); OMP_NUM_THREADS=MKL_NUM_THREADS={threads}; '
+      f'glibc malloc: {"as rest_jax" if hf_malloc == "same" else "glibc defaults"}'
     )
   return env, cores, how
 
@@ -577,7 +599,7 @@ def run_children(spec: dict, *, kill_at: dict | None = None) -> tuple[dict, dict
   def remaining(deadline):
     return None if deadline is None else max(deadline - time.time(), 1.0)
 
-  env, _, _ = child_env('hf', spec['threads'], spec['device'])
+  env, _, _ = child_env('hf', spec['threads'], spec['device'], spec.get('hf_malloc', 'same'))
   hf = subprocess.Popen(
     cmd('hf', spec.get('hf_deadline')),
     env=env,
@@ -667,6 +689,13 @@ def main(argv: list[str] | None = None) -> dict:
   parser.add_argument('--min_iters', type=int, default=2)
   parser.add_argument('--threads', type=int, default=len(os.sched_getaffinity(0)))
   parser.add_argument('--tolerance', type=float, default=1e-4, help='x max(1, max |logit|)')
+  parser.add_argument(
+    '--hf_malloc',
+    choices=('same', 'default'),
+    default='same',
+    help="the HF child's glibc malloc: 'same' settings as rest_jax (core/cpu_runtime.py, "
+    "the fair comparison), or glibc's 'default' (what a plain torch process gets)",
+  )
   parser.add_argument('--_child', choices=('hf', 'rest_jax'), help=argparse.SUPPRESS)
   parser.add_argument('--_spec', help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
@@ -701,11 +730,12 @@ def main(argv: list[str] | None = None) -> dict:
       seconds=args.seconds,
       min_iters=args.min_iters,
       tolerance=args.tolerance,
+      hf_malloc=args.hf_malloc,
     )
     ours, theirs, notes = run_children(spec)
   rest_jax, hf = side_summary(ours, args.size), side_summary(theirs, args.size)
   _, cores, how_jax = child_env('rest_jax', threads, 'cpu')
-  _, _, how_hf = child_env('hf', threads, 'cpu')
+  _, _, how_hf = child_env('hf', threads, 'cpu', args.hf_malloc)
   result = {
     'rest_jax': rest_jax,
     'hf': hf,

@@ -6,11 +6,13 @@ tokens of the given shape, one device:
   python bench/train_profile.py --model=mini --batch=32 --length=32
 
 Prints one JSON line: milliseconds per call of the forward loss, of
-`value_and_grad` and of the whole AdamW step; and, from a `jax.profiler`
+`value_and_grad` and of the whole AdamW step (with its page faults and user
+and system CPU time per step); and, from a `jax.profiler`
 trace of the gradient (its Perfetto JSON), the executed XLA ops summed by kind
 (the op name without its number: `ynn_fusion` = YNNPACK dot fusions,
 `copy_bitcast_fusion` = layout copies, `dot` = dots left to XLA, ...) and the
-ten slowest single ops.
+ten slowest single ops. Op times overlap: XLA:CPU runs independent ops
+concurrently, so their sum can exceed the step's wall time.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import glob
 import gzip
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -32,19 +35,30 @@ import optax
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import policy_speed  # noqa: E402
 
-from rest_jax.core import models, network  # noqa: E402
+from rest_jax.core import cpu_runtime, models, network  # noqa: E402
 
 _WRAPPERS = ('ThunkExecutor', '$', 'SlinkyThreadPool', 'PjitFunction')
 
 
-def _ms_per_call(fn, *args, repeats: int) -> float:
-  """Milliseconds per call of `fn(*args)` after one compiling call."""
+def _ms_per_call(fn, *args, repeats: int, usage: dict | None = None) -> float:
+  """Milliseconds per call of `fn(*args)` after one compiling call.
+
+  With `usage`, also stores the process's page faults (`minor_faults`) and its
+  user and system CPU milliseconds (`user_ms`, `sys_ms`) per call there.
+  """
   jax.block_until_ready(fn(*args))
+  before = resource.getrusage(resource.RUSAGE_SELF)
   tic = time.perf_counter()
   for _ in range(repeats):
     out = fn(*args)
   jax.block_until_ready(out)
-  return 1000 * (time.perf_counter() - tic) / repeats
+  elapsed = time.perf_counter() - tic
+  after = resource.getrusage(resource.RUSAGE_SELF)
+  if usage is not None:
+    usage['minor_faults'] = round((after.ru_minflt - before.ru_minflt) / repeats, 1)
+    usage['user_ms'] = round(1000 * (after.ru_utime - before.ru_utime) / repeats, 2)
+    usage['sys_ms'] = round(1000 * (after.ru_stime - before.ru_stime) / repeats, 2)
+  return 1000 * elapsed / repeats
 
 
 def _op_times(fn, *args, repeats: int) -> dict[str, float]:
@@ -97,10 +111,13 @@ def main() -> None:
     return optax.apply_updates(p, updates), o, value
 
   grad = jax.jit(jax.value_and_grad(loss))
+  usage = {}
   times = {
     'forward_ms': _ms_per_call(jax.jit(loss), params, batch, repeats=args.repeats),
     'value_and_grad_ms': _ms_per_call(grad, params, batch, repeats=args.repeats),
-    'adamw_step_ms': _ms_per_call(step, params, tx.init(params), batch, repeats=args.repeats),
+    'adamw_step_ms': _ms_per_call(
+      step, params, tx.init(params), batch, repeats=args.repeats, usage=usage
+    ),
   }
   ops = _op_times(grad, params, batch, repeats=min(args.repeats, 5))
   kinds, counts = collections.Counter(), collections.Counter()
@@ -112,6 +129,9 @@ def main() -> None:
       {
         'config': {**vars(args), 'threads': len(os.sched_getaffinity(0)), 'jax': jax.__version__},
         **{k: round(v, 2) for k, v in times.items()},
+        # Per AdamW step: page faults and CPU time (system time = faulting memory in).
+        'adamw_step_usage': usage,
+        'cpu_runtime': cpu_runtime.applied,
         'grad_ops_ms_total': round(sum(ops.values()), 2),
         'grad_ops_by_kind': {k: [round(v, 2), counts[k]] for k, v in kinds.most_common(10)},
         'grad_slowest_ops': {k: round(v, 2) for k, v in collections.Counter(ops).most_common(10)},
