@@ -32,10 +32,11 @@ measurement (XLA compile, torch warm-up) is reported as `*_warmup_s` and not
 timed; then the call repeats for `--seconds` (at least `--min_iters` times),
 each call waited for (`block_until_ready`, `.item()` / host copies).
 
-The rest_jax child runs with the settings `import rest_jax` applies on CPU
-(`core/cpu_runtime.py`: an XLA:CPU fusion flag, and glibc malloc keeping freed
-memory); the HF child gets the same malloc settings unless `--hf_malloc=default`.
-Both sides' JSON carry `cpu_runtime`, what was applied in that process.
+The rest_jax child runs with what `import rest_jax` sets (glibc malloc keeps
+freed memory, `core/cpu_runtime.py`) and scores with `reward_model.jit_score`
+(its XLA:CPU compiler option); the HF child gets the same malloc settings
+unless `--hf_malloc=default`. Both sides' JSON carry `cpu_runtime`, what was
+applied in that process.
 
 `bench/gpu.py` runs the same children at T5-base and T5-large size on a GPU.
 """
@@ -484,7 +485,8 @@ def _jax_job(spec: dict, job: dict, results: _Results) -> None:
       rm_params = nn.unbox(jax.jit(lambda r: reward_model.init_params(rm_config, r))(key))
       rm_params = rm_params['params']
     on_device = jax.device_put(rm_params)
-    score_fn = jax.jit(lambda p, t: reward_model.score(rm_config, p, t)[1])
+    jitted = reward_model.jit_score(rm_config)
+    score_fn = lambda p, t: jitted(p, t)[1]  # noqa: E731
     tokens = jax.device_put(b['score_tokens'])
 
     def score():
@@ -528,7 +530,7 @@ def _jax_child(spec: dict) -> None:
   """The rest_jax side: convert and check, then time the jobs."""
   import jax
 
-  # Imported before jax.devices(): its CPU flags and malloc settings (core/cpu_runtime.py).
+  # `import rest_jax` sets glibc malloc (core/cpu_runtime.py) before JAX allocates anything.
   from rest_jax.core import cpu_runtime
 
   results = _Results(os.path.join(spec['workdir'], 'rest_jax.json'))

@@ -2,5 +2,5 @@
 
 from rest_jax.core import cpu_runtime as _cpu_runtime
 
-# XLA:CPU flags and glibc malloc settings, before JAX starts its backend.
+# glibc malloc keeps freed memory (XLA:CPU's per-step temporaries); see core/cpu_runtime.py.
 _cpu_runtime.apply_defaults()

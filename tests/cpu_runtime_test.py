@@ -1,53 +1,47 @@
-"""The CPU settings `import rest_jax` applies: XLA flags and glibc malloc."""
+"""CPU runtime settings: glibc malloc at `import rest_jax`, the XLA:CPU option for scoring."""
 
 import os
 import subprocess
 import sys
 
+import flax.linen as nn
+import jax
+import numpy as np
 import pytest
+import test_utils
 
 from rest_jax.core import cpu_runtime
+from rest_jax.rewards import reward_model
 
 
-def test_xla_flag_appended_and_user_flags_kept(monkeypatch):
+def test_compiler_option_only_on_cpu_and_new_jaxlib(monkeypatch):
   monkeypatch.setattr(cpu_runtime, 'jaxlib_version', lambda: (0, 10))
-  env = {'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
-  value = cpu_runtime.apply_xla_flags(env)
-  assert value == env['XLA_FLAGS']
-  assert value.split() == [
-    '--xla_force_host_platform_device_count=8',
-    '--xla_cpu_experimental_ynn_fusion_type=individual_dot',
-  ]
-  # Applying twice adds nothing.
-  assert cpu_runtime.apply_xla_flags(env) == value
-
-
-def test_a_flag_the_user_set_wins(monkeypatch):
-  monkeypatch.setattr(cpu_runtime, 'jaxlib_version', lambda: (0, 10))
-  env = {'XLA_FLAGS': '--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce'}
-  assert cpu_runtime.apply_xla_flags(env) == (
-    '--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce'
-  )
-  empty = {}
-  cpu_runtime.apply_xla_flags(empty)
-  assert empty == {'XLA_FLAGS': '--xla_cpu_experimental_ynn_fusion_type=individual_dot'}
-
-
-def test_old_jaxlib_gets_no_flag(monkeypatch):
-  # XLA aborts on a flag it does not know: older jaxlib gets nothing.
+  assert cpu_runtime.compiler_options('cpu') == {
+    'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT'
+  }
+  assert cpu_runtime.compiler_options('gpu') is None
+  assert cpu_runtime.compiler_options('tpu') is None
+  # XLA rejects an option it does not know: older jaxlib gets none.
   monkeypatch.setattr(cpu_runtime, 'jaxlib_version', lambda: (0, 7))
-  env = {}
-  assert cpu_runtime.apply_xla_flags(env) == ''
-  assert env == {}
+  assert cpu_runtime.compiler_options('cpu') is None
+
+
+def test_jit_score_compiles_with_the_option_and_equals_score():
+  cfg = reward_model.RewardModelConfig(encoder=test_utils.tiny_config(), max_length=12)
+  params = nn.unbox(reward_model.init_params(cfg, jax.random.key(0)))['params']
+  tokens = np.random.default_rng(0).integers(1, 50, (3, 12)).astype(np.int32)
+  tokens[0, 6:] = 0
+  fn = reward_model.jit_score(cfg)
+  assert fn is reward_model.jit_score(cfg)  # One compiled function per config.
+  raw, reward = fn(params, tokens)
+  ref_raw, ref_reward = reward_model.score(cfg, params, tokens)
+  np.testing.assert_allclose(raw, ref_raw, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(reward, ref_reward, rtol=1e-5, atol=1e-6)
 
 
 def _fresh_import(env: dict) -> str:
   code = (
-    'import os, rest_jax\n'
-    'from rest_jax.core import cpu_runtime\n'
-    'import jax\n'
-    'jax.numpy.ones(3).block_until_ready()\n'
-    'print(repr(cpu_runtime.applied), "|", os.environ.get("XLA_FLAGS", ""))\n'
+    'import rest_jax\nfrom rest_jax.core import cpu_runtime\nprint(repr(cpu_runtime.applied))\n'
   )
   out = subprocess.run(
     [sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=120
@@ -57,10 +51,9 @@ def _fresh_import(env: dict) -> str:
 
 
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc mallopt is Linux-only')
-def test_import_applies_both_and_opt_out_skips_both():
-  base = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'REST_JAX_CPU_DEFAULTS')}
-  applied = _fresh_import(base)
-  assert "'M_MMAP_MAX': 0" in applied and "'M_ARENA_MAX': 1" in applied
-  if cpu_runtime.jaxlib_version() >= (0, 10):
-    assert applied.endswith('--xla_cpu_experimental_ynn_fusion_type=individual_dot')
-  assert _fresh_import(dict(base, REST_JAX_CPU_DEFAULTS='0')) == '{} |'
+def test_import_sets_malloc_and_opt_out_skips_it():
+  base = {k: v for k, v in os.environ.items() if k != 'REST_JAX_CPU_DEFAULTS'}
+  assert _fresh_import(base) == (
+    "{'malloc': {'M_TRIM_THRESHOLD': 2147483647, 'M_MMAP_MAX': 0, 'M_ARENA_MAX': 1}}"
+  )
+  assert _fresh_import(dict(base, REST_JAX_CPU_DEFAULTS='0')) == '{}'

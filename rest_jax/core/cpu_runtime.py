@@ -1,28 +1,26 @@
-"""CPU runtime settings rest_jax applies when it is imported: XLA:CPU flags and glibc malloc.
+"""CPU runtime settings: an XLA:CPU compiler option for encoder scoring, and glibc malloc.
 
-Both must be in place before JAX starts its CPU backend (the first
-computation or `jax.devices()`), so `rest_jax/__init__.py` calls
-`apply_defaults()`; import `rest_jax` before touching `jax.devices()`.
 Measured at the `mini` shape on 2 cores (`bench/cpu_vs_hf.py`,
 `bench/train_profile.py`):
 
-* XLA flag `--xla_cpu_experimental_ynn_fusion_type=individual_dot`: hand only
-  single dots to YNNPACK. XLA's default also fuses the elementwise ops and
-  reductions around them into large YNNPACK subgraphs, which run them slowly
-  and feed them constants materialised as full arrays: the reward model scored
-  a 64 x 64 batch in 81 ms with the default, 31-35 ms with the flag. A flag
-  already in the user's `XLA_FLAGS` wins (XLA's own choice:
-  `--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce`). Skipped on
-  jaxlib older than 0.10, which may not know it (XLA aborts on unknown flags).
-* glibc malloc keeps freed memory (`mallopt`: no mmap for large blocks, no
-  trimming, one arena). XLA allocates each step's temporaries afresh; with
-  glibc's defaults the blocks above its mmap threshold went back to the kernel
-  and were faulted in again every step: 27,000 page faults and ~55 ms of
-  system time per train step, 125 -> 85 ms per step with the settings. Only on
-  glibc (Linux); the process's peak memory is unchanged, but memory it frees
-  is kept for reuse rather than returned to the system.
-
-`REST_JAX_CPU_DEFAULTS=0` in the environment skips both.
+* `compiler_options()`, for `jax.jit(..., compiler_options=...)`: XLA:CPU's
+  YNNPACK gets single dots only (`xla_cpu_experimental_ynn_fusion_type`
+  INDIVIDUAL_DOT). By default XLA also fuses the elementwise ops and
+  reductions around the dots into large YNNPACK subgraphs, which run them
+  slowly and feed them constants broadcast to full arrays: the reward model
+  scored a 64 x 64 batch in 77-81 ms with the default, 31 ms with the option.
+  Per jit, not global: the sampler's decode loop ran ~10% slower with it and
+  the train step was unchanged, so only reward-model scoring uses it
+  (`reward_model.jit_score`). None off CPU and on jaxlib older than 0.10.
+* `keep_freed_memory()`: glibc malloc keeps freed memory (`mallopt`: no mmap
+  for large blocks, no trimming, one arena). XLA allocates each step's
+  temporaries afresh; with glibc's defaults the blocks above its mmap
+  threshold went back to the kernel and were faulted in again every step:
+  27,000 page faults and ~55 ms of system time per train step, 110-125 -> 84-90
+  ms per step with the settings (all three needed). Only on glibc (Linux). The
+  process's peak memory is unchanged, but memory it frees is kept for reuse
+  rather than returned to the system. `import rest_jax` applies it
+  (`apply_defaults`); `REST_JAX_CPU_DEFAULTS=0` in the environment skips it.
 """
 
 from __future__ import annotations
@@ -32,7 +30,7 @@ import ctypes.util
 import importlib.metadata
 import os
 
-XLA_CPU_FLAGS = {'xla_cpu_experimental_ynn_fusion_type': 'individual_dot'}
+_YNN_OPTION = {'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT'}
 _MIN_JAXLIB = (0, 10)
 # mallopt(3) parameters and the values set: M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX.
 MALLOC_OPTIONS = {
@@ -54,20 +52,18 @@ def jaxlib_version() -> tuple[int, ...]:
   return tuple(int(p) for p in text.split('.')[:2] if p.isdigit())
 
 
-def apply_xla_flags(environ: dict[str, str] | None = None) -> str:
-  """Appends the `XLA_CPU_FLAGS` the user has not set to `XLA_FLAGS`; returns its value.
+def compiler_options(backend: str | None = None) -> dict[str, str] | None:
+  """`jax.jit` compiler options for encoder-only scoring on CPU; None elsewhere.
 
   Args:
-    environ: the environment to edit (default `os.environ`).
+    backend: the platform compiled for (default `jax.default_backend()`).
   """
-  environ = os.environ if environ is None else environ
-  flags = environ.get('XLA_FLAGS', '')
-  if jaxlib_version() < _MIN_JAXLIB:
-    return flags
-  added = [f'--{k}={v}' for k, v in XLA_CPU_FLAGS.items() if f'--{k}=' not in flags]
-  if added:
-    environ['XLA_FLAGS'] = ' '.join([flags, *added]).strip()
-  return environ.get('XLA_FLAGS', '')
+  import jax  # Here, so that `import rest_jax` (which imports this module) stays light.
+
+  backend = backend or jax.default_backend()
+  if backend != 'cpu' or jaxlib_version() < _MIN_JAXLIB:
+    return None
+  return dict(_YNN_OPTION)
 
 
 def keep_freed_memory() -> dict[str, int]:
@@ -84,8 +80,8 @@ def keep_freed_memory() -> dict[str, int]:
 
 
 def apply_defaults() -> dict:
-  """Both settings, unless `REST_JAX_CPU_DEFAULTS=0`; returns what was applied."""
+  """`keep_freed_memory()` unless `REST_JAX_CPU_DEFAULTS=0`; returns what was applied."""
   if os.environ.get(OPT_OUT, '1') == '0':
     return {}
-  applied.update(XLA_FLAGS=apply_xla_flags(), malloc=keep_freed_memory())
+  applied.update(malloc=keep_freed_memory())
   return dict(applied)

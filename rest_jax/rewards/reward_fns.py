@@ -482,7 +482,7 @@ class LearnedReward:
     params, step = reward_model.load_params(self.config, self.checkpoint_dir, self.step, mesh)
     shards = partitioning.num_batch_shards(mesh)
     rows = -(-self.batch_size // shards) * shards
-    score_fn = jax.jit(functools.partial(reward_model.score, self.config))
+    score_fn = reward_model.jit_score(self.config)
     return _Loaded(sp=sp, params=params, step=step, mesh=mesh, score_fn=score_fn, rows=rows)
 
   @property

@@ -26,6 +26,7 @@ Shapes: B batch, L `max_length`, E emb_dim.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -36,7 +37,7 @@ import numpy as np
 import sentencepiece
 from jax.sharding import Mesh
 
-from rest_jax.core import checkpoints, layers, network, partitioning
+from rest_jax.core import checkpoints, cpu_runtime, layers, network, partitioning
 
 _OUTPUTS = ('sigmoid', 'linear')
 _NEG_INF = -1e10
@@ -151,6 +152,16 @@ def score(config: RewardModelConfig, params: Any, tokens: jax.Array) -> tuple[ja
   """
   raw = RewardModel(config).apply({'params': params}, tokens)
   return raw, jax.nn.sigmoid(raw)
+
+
+@functools.cache
+def jit_score(config: RewardModelConfig) -> Callable[[Any, jax.Array], tuple[jax.Array, jax.Array]]:
+  """`score` for `config`, jitted (one per config): `(params, tokens [B, L]) -> (raw, reward)`.
+
+  Compiled with `cpu_runtime.compiler_options()`: on CPU, XLA's default
+  YNNPACK fusion ran this encoder 2.5x slower.
+  """
+  return jax.jit(functools.partial(score, config), compiler_options=cpu_runtime.compiler_options())
 
 
 # Training losses. Both follow the trainer's convention

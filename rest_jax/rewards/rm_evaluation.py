@@ -11,7 +11,6 @@ JSON with NaN as null) and prints it as a table.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,11 +19,6 @@ import numpy as np
 
 from rest_jax.core import files, multihost, partitioning, summaries, trainer
 from rest_jax.rewards import corruptions, reward_model, rm_batches, rm_metrics
-
-
-@functools.partial(jax.jit, static_argnums=(0,))
-def _predict(config, params, tokens):
-  return reward_model.score(config, params, tokens)[1]
 
 
 def predict(
@@ -52,7 +46,8 @@ def predict(
       chunk = inputs[start : start + batch_size]
       padded = trainer.zeros_like_batch({'inputs': chunk}, batch_size)
       batch = partitioning.shard_batch(padded, mesh)
-      out.append(multihost.host_array(_predict(config, params, batch['inputs']))[: len(chunk)])
+      rewards = reward_model.jit_score(config)(params, batch['inputs'])[1]
+      out.append(multihost.host_array(rewards)[: len(chunk)])
   return np.concatenate(out) if out else np.zeros((0,), np.float32)
 
 
