@@ -37,6 +37,12 @@ import jax.numpy as jnp
 from rest_jax.core import layers
 
 _NEG_INF = -1e10
+# T5Config.remat -> the jax.checkpoint policy (None: recompute everything but the inputs).
+REMAT_POLICIES = {
+  'none': None,
+  'full': None,
+  'dots': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,10 +67,16 @@ class T5Config:
   param_dtype: str = 'float32'  # Parameter dtype.
   pad_id: int = 0  # Padding id; also the decoder start token (T5).
   eos_id: int = 1  # End-of-sequence id.
+  # Rematerialisation of each encoder/decoder layer in the backward pass (memory
+  # for compute): 'none'; 'full' keeps only each layer's input; 'dots' also keeps
+  # the outputs of its matmuls without batch dimensions (the projections).
+  remat: str = 'none'
 
   def __post_init__(self):
     # A tuple even when gin passes a list: configs are hashed (jit static arguments).
     object.__setattr__(self, 'mlp_activations', tuple(self.mlp_activations))
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(f'T5Config.remat={self.remat!r}: use one of {", ".join(REMAT_POLICIES)}.')
     unknown = [a for a in self.mlp_activations if a not in layers.ACTIVATIONS]
     if not self.mlp_activations or unknown:
       raise ValueError(
@@ -137,6 +149,22 @@ class DecoderLayer(nn.Module):
     return layers.constraint(x + layers.dropout(cfg, h, enable_dropout), _ACT)
 
 
+def layer_classes(cfg: T5Config) -> tuple[type[nn.Module], type[nn.Module]]:
+  """(EncoderLayer, DecoderLayer), wrapped in `nn.remat` as `cfg.remat` says.
+
+  The parameter tree is the same either way. Layers must be called with their
+  Python flags positional (static: enable_dropout; decode, max_decode_length).
+  """
+  if cfg.remat == 'none':
+    return EncoderLayer, DecoderLayer
+  policy = REMAT_POLICIES[cfg.remat]
+  # Argument indices count `self` as 0.
+  return (
+    nn.remat(EncoderLayer, policy=policy, static_argnums=(3,)),
+    nn.remat(DecoderLayer, policy=policy, static_argnums=(5, 6, 8)),
+  )
+
+
 def _same_segment(query_segments: jax.Array, key_segments: jax.Array) -> jax.Array:
   """[B, Q] and [B, K] segment ids to a [B, 1, Q, K] same-segment mask."""
   return query_segments[:, None, :, None] == key_segments[:, None, None, :]
@@ -157,18 +185,28 @@ class Transformer(nn.Module):
     self.token_embedder = layers.Embed(cfg)
     self.encoder_relpos = layers.RelativePositionBiases(cfg, bidirectional=True)
     self.decoder_relpos = layers.RelativePositionBiases(cfg, bidirectional=False)
+    encoder_layer, decoder_layer = layer_classes(cfg)
     self.encoder_layers = [
-      EncoderLayer(cfg, name=f'encoder_layer_{i}') for i in range(cfg.num_encoder_layers)
+      encoder_layer(cfg, name=f'encoder_layer_{i}') for i in range(cfg.num_encoder_layers)
     ]
     self.encoder_norm = layers.RMSNorm(cfg)
     self.decoder_layers = [
-      DecoderLayer(cfg, name=f'decoder_layer_{i}') for i in range(cfg.num_decoder_layers)
+      decoder_layer(cfg, name=f'decoder_layer_{i}') for i in range(cfg.num_decoder_layers)
     ]
     self.decoder_norm = layers.RMSNorm(cfg)
+    # Created here: this module is not @compact, so `layers.dropout` (which
+    # creates its Dropout inline) cannot be used in its methods.
+    self.dropout = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))
     if not cfg.logits_via_embedding:
       self.logits_dense = layers.DenseGeneral(
         features=(cfg.vocab_size,), kernel_axes=('embed', 'vocab'), config=cfg
       )
+
+  def _dropout(self, x: jax.Array, enable: bool) -> jax.Array:
+    # One mask per example and feature, shared across positions (as layers.dropout).
+    if enable and self.config.dropout_rate > 0:
+      return self.dropout(x, deterministic=False)
+    return x
 
   def encode(
     self,
@@ -189,12 +227,12 @@ class Transformer(nn.Module):
       mask &= _same_segment(encoder_segment_ids, encoder_segment_ids)
     length = encoder_input_tokens.shape[1]
     bias = _mask_to_bias(mask) + self.encoder_relpos(jnp.arange(length), length)
-    x = layers.dropout(cfg, self.token_embedder(encoder_input_tokens), enable_dropout)
+    x = self._dropout(self.token_embedder(encoder_input_tokens), enable_dropout)
     x = layers.constraint(x, _ACT)
     for layer in self.encoder_layers:
       x = layer(x, bias, enable_dropout)
     x = self.encoder_norm(x)
-    return layers.dropout(cfg, x, enable_dropout)
+    return self._dropout(x, enable_dropout)
 
   def decode(
     self,
@@ -256,7 +294,7 @@ class Transformer(nn.Module):
     self_bias = self_bias + self.decoder_relpos(positions, key_length)
     cross_bias = _mask_to_bias(cross_mask)
 
-    x = layers.dropout(cfg, self.token_embedder(decoder_input_tokens), enable_dropout)
+    x = self._dropout(self.token_embedder(decoder_input_tokens), enable_dropout)
     x = layers.constraint(x, _ACT)
     for layer in self.decoder_layers:
       x = layer(
@@ -270,7 +308,7 @@ class Transformer(nn.Module):
         max_decode_length,
       )
     x = self.decoder_norm(x)
-    x = layers.dropout(cfg, x, enable_dropout)
+    x = self._dropout(x, enable_dropout)
     if return_hidden:
       return x
     if cfg.logits_via_embedding:

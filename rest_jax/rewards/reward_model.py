@@ -79,8 +79,9 @@ class RewardModel(nn.Module):
     cfg = self.config.encoder
     self.token_embedder = layers.Embed(cfg)
     self.encoder_relpos = layers.RelativePositionBiases(cfg, bidirectional=True)
+    encoder_layer, _ = network.layer_classes(cfg)
     self.encoder_layers = [
-      network.EncoderLayer(cfg, name=f'encoder_layer_{i}') for i in range(cfg.num_encoder_layers)
+      encoder_layer(cfg, name=f'encoder_layer_{i}') for i in range(cfg.num_encoder_layers)
     ]
     self.encoder_norm = layers.RMSNorm(cfg)
     # The output axis has no logical name: a single unit is never sharded.
