@@ -209,3 +209,20 @@ def test_inverse_cdf_sampling_matches_the_distribution():
   freq = np.bincount(draws, minlength=5) / draws.size
   assert freq[1] == 0.0  # zero-probability tokens are never drawn
   np.testing.assert_allclose(freq, probs, atol=0.015)
+
+
+def test_two_level_sampling_across_blocks_and_padding():
+  # 300 tokens = 4 full blocks of 64 and a padded one; every fourth token and
+  # the whole second block have zero probability.
+  rng = np.random.default_rng(0)
+  probs = rng.random(300).astype(np.float64)
+  probs[::4] = 0.0
+  probs[64:128] = 0.0
+  probs[299] = 0.05  # The last token, in the padded block, is drawable.
+  probs /= probs.sum()
+  logits = jnp.log(jnp.tile(jnp.asarray(probs, jnp.float32), (40000, 1)))
+  draws = np.asarray(decoding._sample_categorical(jax.random.key(1), logits))
+  assert draws.min() >= 0 and draws.max() < 300
+  freq = np.bincount(draws, minlength=300) / draws.size
+  assert freq[probs == 0].sum() == 0.0
+  np.testing.assert_allclose(freq, probs, atol=0.004)

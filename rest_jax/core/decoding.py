@@ -65,18 +65,33 @@ def first_argmax(logits: jax.Array) -> jax.Array:
   return jnp.min(jnp.where(logits == top, index, logits.shape[-1]), axis=-1)
 
 
-def _sample_categorical(rng: jax.Array, logits: jax.Array) -> jax.Array:
+def _sample_categorical(rng: jax.Array, logits: jax.Array, block: int = 64) -> jax.Array:
   """One draw per row of `logits` [B, V] by inverting the CDF: [B] int32.
 
   Needs one uniform number per row where Gumbel-max needs V of them; on CPU,
   generating B x V random bits costs more than the rest of a small model's step.
-  Tokens with zero probability (filtered out) can never be drawn.
+  The inversion has two levels: the CDF over blocks of `block` tokens picks a
+  block, the CDF inside it picks the token; a cumulative sum over all V tokens
+  (XLA:CPU's reduce-window) took a sixth of the sampler's time. Tokens with
+  zero probability (filtered out) can never be drawn.
   """
+  rows, vocab = logits.shape
   probs = jax.nn.softmax(logits, axis=-1)
-  cdf = jnp.cumsum(probs, axis=-1)  # [B, V]
-  u = jax.random.uniform(rng, (logits.shape[0], 1), minval=jnp.finfo(jnp.float32).tiny)
-  nxt = jnp.sum(cdf < u * cdf[:, -1:], axis=-1)
-  return jnp.minimum(nxt, logits.shape[-1] - 1).astype(jnp.int32)
+  pad = -vocab % block
+  blocks = jnp.pad(probs, ((0, 0), (0, pad))).reshape(rows, -1, block)  # [B, nb, block]
+  block_mass = blocks.sum(axis=-1)  # [B, nb]
+  block_cdf = jnp.cumsum(block_mass, axis=-1)
+  u = jax.random.uniform(rng, (rows, 1), minval=jnp.finfo(jnp.float32).tiny)
+  target = u * block_cdf[:, -1:]  # [B, 1]
+  # The block: the first whose CDF reaches the target, never one without mass.
+  chosen = jnp.sum(block_cdf < target, axis=-1)
+  last_block = jnp.max(jnp.where(block_mass > 0, jnp.arange(block_mass.shape[1]), 0), axis=-1)
+  chosen = jnp.minimum(chosen, last_block)  # [B]
+  inner = jnp.take_along_axis(blocks, chosen[:, None, None], axis=1)[:, 0]  # [B, block]
+  before = jnp.take_along_axis(block_cdf - block_mass, chosen[:, None], axis=1)  # [B, 1]
+  offset = jnp.sum(jnp.cumsum(inner, axis=-1) < target - before, axis=-1)
+  last = jnp.max(jnp.where(inner > 0, jnp.arange(block), 0), axis=-1)
+  return (chosen * block + jnp.minimum(offset, last)).astype(jnp.int32)
 
 
 def temperature_sample(

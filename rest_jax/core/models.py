@@ -137,8 +137,8 @@ class EncoderDecoderModel:
     return (lp * batch['decoder_loss_weights'].astype(jnp.float32)).sum(-1)
 
   def _init_cache(self, params, encoded, encoder_input_tokens, max_decode_length):
-    """The decode cache for B rows: zeroed self-attention K/V buffers [B, L, H, D]
-    and the cross-attention K/V [B, S, H, D], projected once from `encoded`."""
+    """The decode cache for B rows: zeroed self-attention K/V buffers [B, H, L, D]
+    and the cross-attention K/V [B, H, S, D], projected once from `encoded`."""
     start = jnp.full((encoded.shape[0], 1), self.config.pad_id, jnp.int32)
     _, variables = self.module.apply(
       {'params': params},
