@@ -226,3 +226,15 @@ def test_two_level_sampling_across_blocks_and_padding():
   freq = np.bincount(draws, minlength=300) / draws.size
   assert freq[probs == 0].sum() == 0.0
   np.testing.assert_allclose(freq, probs, atol=0.004)
+
+
+def test_sampling_never_draws_masked_tokens_at_the_edges_of_u():
+  # A whole first block filtered out (as pad and top-k can do): neither the
+  # smallest u (target flushed to 0) nor the largest may land in it.
+  logits = np.full((2, 200), decoding.NEG_INF, np.float32)
+  logits[:, 70] = 0.0
+  logits[:, 150] = 0.0
+  probs_ok = {70, 150}
+  for key in range(20):
+    draws = np.asarray(decoding._sample_categorical(jax.random.key(key), jnp.asarray(logits)))
+    assert set(draws.tolist()) <= probs_ok

@@ -84,14 +84,21 @@ def _sample_categorical(rng: jax.Array, logits: jax.Array, block: int = 64) -> j
   u = jax.random.uniform(rng, (rows, 1), minval=jnp.finfo(jnp.float32).tiny)
   target = u * block_cdf[:, -1:]  # [B, 1]
   # The block: the first whose CDF reaches the target, never one without mass.
+  # (A target flushed to 0, u = tiny, or rounding past the total, stays on the
+  # first or last block with mass.)
   chosen = jnp.sum(block_cdf < target, axis=-1)
-  last_block = jnp.max(jnp.where(block_mass > 0, jnp.arange(block_mass.shape[1]), 0), axis=-1)
-  chosen = jnp.minimum(chosen, last_block)  # [B]
+  index = jnp.arange(block_mass.shape[1])
+  first_block = jnp.min(jnp.where(block_mass > 0, index, block_mass.shape[1] - 1), axis=-1)
+  last_block = jnp.max(jnp.where(block_mass > 0, index, 0), axis=-1)
+  chosen = jnp.clip(chosen, first_block, last_block)  # [B]
   inner = jnp.take_along_axis(blocks, chosen[:, None, None], axis=1)[:, 0]  # [B, block]
   before = jnp.take_along_axis(block_cdf - block_mass, chosen[:, None], axis=1)  # [B, 1]
   offset = jnp.sum(jnp.cumsum(inner, axis=-1) < target - before, axis=-1)
+  # Rounding can put the target just outside the block's own CDF: stay on its
+  # first or last token with mass.
+  first = jnp.min(jnp.where(inner > 0, jnp.arange(block), block - 1), axis=-1)
   last = jnp.max(jnp.where(inner > 0, jnp.arange(block), 0), axis=-1)
-  return (chosen * block + jnp.minimum(offset, last)).astype(jnp.int32)
+  return (chosen * block + jnp.clip(offset, first, last)).astype(jnp.int32)
 
 
 def temperature_sample(

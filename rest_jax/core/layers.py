@@ -92,8 +92,9 @@ class DenseGeneral(nn.Module):
     # backward pass's transposes as plain 2-D transposes; the rank-3 layout
     # copies it made otherwise took as long as the matmuls (bench/train_profile.py).
     batch_shape = x.shape[: x.ndim - self.contract_dims]
-    x2 = x.reshape(int(np.prod(batch_shape)), -1).astype(dtype)
-    y = jnp.dot(x2, kernel.reshape(x2.shape[1], -1).astype(dtype))
+    contracted = int(np.prod(x.shape[x.ndim - self.contract_dims :]))
+    x2 = x.reshape(int(np.prod(batch_shape)), contracted).astype(dtype)
+    y = jnp.dot(x2, kernel.reshape(contracted, int(np.prod(self.features))).astype(dtype))
     return y.reshape(*batch_shape, *self.features)
 
 
