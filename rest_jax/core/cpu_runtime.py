@@ -17,9 +17,10 @@ Measured at the `mini` shape on 2 cores (`bench/cpu_vs_hf.py`,
   temporaries afresh; with glibc's defaults the blocks above its mmap
   threshold went back to the kernel and were faulted in again every step:
   27,000 page faults and ~55 ms of system time per train step, 110-125 -> 84-90
-  ms per step with the settings (all three needed). Only on glibc (Linux). The
-  process's peak memory is unchanged, but memory it frees is kept for reuse
-  rather than returned to the system. `import rest_jax` applies it
+  ms per step with the settings (all three needed). Only on glibc (Linux).
+  Memory the process frees is kept for reuse rather than returned to the
+  system, so its resident size does not shrink after a peak (peak memory
+  with and without was not compared). `import rest_jax` applies it
   (`apply_defaults`); `REST_JAX_CPU_DEFAULTS=0` in the environment skips it.
 """
 
