@@ -86,10 +86,16 @@ def main() -> None:
   parser.add_argument('--batch', type=int, default=32)
   parser.add_argument('--length', type=int, default=32, help='source and target length')
   parser.add_argument('--repeats', type=int, default=20)
+  parser.add_argument(
+    '--attention', default='einsum', choices=('einsum', 'xla', 'cudnn'), help='T5Config.attention'
+  )
+  parser.add_argument('--remat', default='none', choices=('none', 'full', 'dots'))
   args = parser.parse_args()
 
   size = {**policy_speed.SIZES[args.model], 'logits_via_embedding': False}
-  cfg = network.T5Config(vocab_size=args.vocab, dropout_rate=0.0, **size)
+  cfg = network.T5Config(
+    vocab_size=args.vocab, dropout_rate=0.0, attention=args.attention, remat=args.remat, **size
+  )
   model = models.EncoderDecoderModel(cfg)
   rng = np.random.default_rng(0)
   shape = (args.batch, args.length)

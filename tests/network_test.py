@@ -166,11 +166,12 @@ def test_dense_general_is_the_kernel_contraction():
   )
 
 
-@pytest.mark.parametrize('remat', ['full', 'dots'])
-def test_remat_keeps_params_loss_gradients_and_decoding(remat):
-
+@pytest.mark.parametrize(
+  'option', [{'remat': 'full'}, {'remat': 'dots'}, {'attention': 'xla'}], ids=str
+)
+def test_remat_and_attention_keep_params_loss_gradients_and_decoding(option):
   plain = test_utils.tiny_model()
-  rematted = test_utils.tiny_model(remat=remat)
+  rematted = test_utils.tiny_model(**option)
   params = plain.init_params_fn(8, 6)(jax.random.key(0))
   assert jax.tree.structure(params) == jax.tree.structure(
     rematted.init_params_fn(8, 6)(jax.random.key(0))
@@ -180,7 +181,7 @@ def test_remat_keeps_params_loss_gradients_and_decoding(remat):
   for a, b in zip(jax.tree.leaves(grad(params, plain)), jax.tree.leaves(grad(params, rematted))):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   # Dropout (a static flag through remat) and the decode cache still work.
-  dropped = test_utils.tiny_model(remat=remat, dropout_rate=0.3)
+  dropped = test_utils.tiny_model(**option, dropout_rate=0.3)
   loss, _ = dropped.loss_fn(params, batch, jax.random.key(1))
   assert np.isfinite(loss)
   greedy = [
@@ -190,9 +191,11 @@ def test_remat_keeps_params_loss_gradients_and_decoding(remat):
   np.testing.assert_array_equal(greedy[0], greedy[1])
 
 
-def test_unknown_remat_is_a_clear_error():
+def test_unknown_remat_or_attention_is_a_clear_error():
   with pytest.raises(ValueError, match='remat'):
     test_utils.tiny_config(remat='some')
+  with pytest.raises(ValueError, match="attention='flash'"):
+    test_utils.tiny_config(attention='flash')
 
 
 def test_dropout_runs_and_changes_the_loss():

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
   from rest_jax.core.network import T5Config
 
 # MLP activations by name. 'gelu' is the tanh approximation (T5 v1.1, HF's gelu_new).
+# T5Config.attention: 'einsum', or an implementation of jax.nn.dot_product_attention.
+ATTENTION_IMPLEMENTATIONS = ('einsum', 'xla', 'cudnn')
 ACTIVATIONS = {
   'gelu': functools.partial(nn.gelu, approximate=True),
   'gelu_exact': functools.partial(nn.gelu, approximate=False),
@@ -260,6 +262,17 @@ class MultiHeadAttention(nn.Module):
       cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, k, start)
       cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, v, start)
       k, v = cached_key.value, cached_value.value
+    elif cfg.attention != 'einsum' and not (enable_dropout and cfg.dropout_rate > 0):
+      k, v = project_kv()  # [B, K, H, D], the layout dot_product_attention takes.
+      out = jax.nn.dot_product_attention(
+        q,
+        k,
+        v,
+        bias=None if bias is None else bias.astype(q.dtype),  # [B|1, H, Q, K]
+        scale=1.0,
+        implementation=cfg.attention,
+      )
+      return self._output(constraint(out, names))
     else:
       k, v = (jnp.swapaxes(t, 1, 2) for t in project_kv())
 
@@ -270,11 +283,14 @@ class MultiHeadAttention(nn.Module):
     if enable_dropout and cfg.dropout_rate > 0:
       weights = nn.Dropout(cfg.dropout_rate)(weights, deterministic=False)
     out = jnp.einsum('bhqk,bhkd->bqhd', weights, v)
-    out = constraint(out, names)
+    return self._output(constraint(out, names))
+
+  def _output(self, out: jax.Array) -> jax.Array:
+    """Projects the heads' outputs [B, Q, H, D] back to [B, Q, E]."""
     return DenseGeneral(
-      features=(cfg.emb_dim,),
+      features=(self.config.emb_dim,),
       kernel_axes=('heads', 'kv', 'embed'),
-      config=cfg,
+      config=self.config,
       contract_dims=2,
       name='out',
     )(out)

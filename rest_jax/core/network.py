@@ -71,12 +71,22 @@ class T5Config:
   # for compute): 'none'; 'full' keeps only each layer's input; 'dots' also keeps
   # the outputs of its matmuls without batch dimensions (the projections).
   remat: str = 'none'
+  # Attention outside decoding: 'einsum' (two einsums and a float32 softmax);
+  # 'xla' or 'cudnn' call `jax.nn.dot_product_attention` with that implementation
+  # ('cudnn': the fused flash kernel on NVIDIA GPUs, which it requires). Decode
+  # steps and attention dropout always take the einsum path.
+  attention: str = 'einsum'
 
   def __post_init__(self):
     # A tuple even when gin passes a list: configs are hashed (jit static arguments).
     object.__setattr__(self, 'mlp_activations', tuple(self.mlp_activations))
     if self.remat not in REMAT_POLICIES:
       raise ValueError(f'T5Config.remat={self.remat!r}: use one of {", ".join(REMAT_POLICIES)}.')
+    if self.attention not in layers.ATTENTION_IMPLEMENTATIONS:
+      raise ValueError(
+        f'T5Config.attention={self.attention!r}: use one of '
+        f'{", ".join(layers.ATTENTION_IMPLEMENTATIONS)}.'
+      )
     unknown = [a for a in self.mlp_activations if a not in layers.ACTIVATIONS]
     if not self.mlp_activations or unknown:
       raise ValueError(
