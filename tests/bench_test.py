@@ -1,6 +1,6 @@
-"""bench/cpu_vs_hf.py and bench/gpu.py at tiny size on CPU: the JSON they print.
+"""bench/cpu_vs_hf.py, bench/gpu.py and bench/checkpoint_stall.py at tiny size on CPU.
 
-Both run as the user runs them (a subprocess each, started together so that
+Each runs as the user runs it (a subprocess each, started together so that
 their XLA compiles overlap); the timings are not checked, only that every
 figure is there and measured, the ratios are the quotients of the two sides,
 and the converted model computes what `transformers` computes.
@@ -38,11 +38,12 @@ CPU_VS_HF = [
   '--min_iters=1',
 ]
 GPU = ['--tiny', '--seconds=0.05', '--min_iters=1']
+STALL = ['--model=tiny', '--saves=2', '--steps=2']
 
 
 @pytest.fixture(scope='module')
 def outputs():
-  """{'cpu_vs_hf': its JSON, 'gpu': its JSON}."""
+  """{'cpu_vs_hf': its JSON, 'gpu': its JSON, 'checkpoint_stall': its JSON}."""
   runs = {
     name: subprocess.Popen(
       [sys.executable, os.path.join(ROOT, 'bench', f'{name}.py'), *args],
@@ -51,7 +52,7 @@ def outputs():
       text=True,
       cwd=ROOT,
     )
-    for name, args in (('cpu_vs_hf', CPU_VS_HF), ('gpu', GPU))
+    for name, args in (('cpu_vs_hf', CPU_VS_HF), ('gpu', GPU), ('checkpoint_stall', STALL))
   }
   out = {}
   for name, proc in runs.items():
@@ -85,6 +86,15 @@ def _check_agreement(result, tolerance):
   assert result['max_logit_diff'] == figures['max_logit_diff']
   assert 0 <= result['max_logit_diff'] <= tolerance * max(1.0, figures['max_abs_logit'])
   assert 0 <= result['max_score_diff'] <= tolerance
+
+
+def test_checkpoint_stall(outputs):
+  # The bench itself exits non-zero if an async save restores other values.
+  result = outputs['checkpoint_stall']
+  assert result['config']['state_mb'] > 0
+  for mode in ('sync', 'async'):
+    assert set(result[mode]) == {'save_blocked_ms', 'updates_ms', 'cycle_ms'}
+    assert all(v > 0 for v in result[mode].values()), result[mode]
 
 
 def test_cpu_vs_hf(outputs):

@@ -39,6 +39,27 @@ def test_save_restore_round_trip(tmp_path):
   assert len(leaf.sharding.device_set) == 1
 
 
+def test_async_save_keeps_the_saved_values_under_donation(tmp_path):
+  # The train loop donates the state to the next step right after `save`
+  # returns; an async save must already hold its own copy by then.
+  mesh = partitioning.make_mesh(partitioning.MeshConfig(data=2, fsdp=2, model=2))
+  state, shardings = _state(mesh)
+  want = jax.tree.map(np.array, state)
+  ckpt = checkpoints.Checkpointer(str(tmp_path / 'last'), max_to_keep=2, async_save=True)
+  ckpt.save(1, state)
+  bump = jax.jit(lambda s: jax.tree.map(lambda x: x + 1, s), donate_argnums=0)
+  state = bump(bump(state))
+  ckpt.save(2, state)  # Waits for step 1's write first.
+  assert ckpt.all_steps() == [1, 2]  # Reading waits for step 2's write.
+  for step, expect in ((1, want), (2, jax.tree.map(lambda x: (x + 1) + 1, want))):
+    got = ckpt.restore(train_state_lib.abstract_state(state, shardings), step=step)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expect)):
+      np.testing.assert_array_equal(np.asarray(a), b)
+  ckpt.close()
+  with pytest.raises(ValueError, match='async_save'):
+    checkpoints.Checkpointer(str(tmp_path / 'best'), best_metric='chrf', async_save=True)
+
+
 def test_params_only_partial_restore_and_best(tmp_path):
   mesh = partitioning.make_mesh(partitioning.MeshConfig(), jax.devices()[:1])
   state, shardings = _state(mesh)

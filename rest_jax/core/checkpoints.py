@@ -56,6 +56,10 @@ class Checkpointer:
       of the most recent (metrics must be passed to `save`). A step enters
       only if it ranks among them: with `max_to_keep=1`, only if its metric is
       strictly better than the kept one's (ties keep the earlier step).
+    async_save: `save` returns once the arrays are copied to host memory and
+      writes them in a background thread (Orbax's async checkpointing), so
+      training goes on meanwhile; the next `save`, `wait` and `close` wait for
+      it. Only without `best_metric` (whose ranking reads what was saved).
     best_mode: 'max' or 'min' for `best_metric`.
   """
 
@@ -66,9 +70,13 @@ class Checkpointer:
     max_to_keep: int | None = 2,
     best_metric: str | None = None,
     best_mode: str = 'max',
+    async_save: bool = False,
   ):
     if best_mode not in BEST_MODES:
       raise ValueError(f'best_mode={best_mode!r}: use one of {", ".join(BEST_MODES)}.')
+    if async_save and best_metric is not None:
+      raise ValueError('async_save needs best_metric=None: ranking reads the saved metrics.')
+    self._async = async_save
     self.directory = os.path.abspath(directory)
     self._max_to_keep = max_to_keep
     self._best_metric, self._best_mode = best_metric, best_mode
@@ -79,7 +87,7 @@ class Checkpointer:
       create=True,
       best_fn=(lambda m: float(m[best_metric])) if best_metric else None,
       best_mode=best_mode,
-      enable_async_checkpointing=False,
+      enable_async_checkpointing=async_save,
     )
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
@@ -130,7 +138,8 @@ class Checkpointer:
     saved = self._manager.save(
       step, args=ocp.args.PyTreeSave(state), metrics=metrics or None, force=force
     )
-    self._manager.wait_until_finished()
+    if not self._async:
+      self._manager.wait_until_finished()
     if saved and self._best_metric is not None and self._max_to_keep is not None:
       for old in self._rank()[self._max_to_keep :]:
         self._manager.delete(old)
@@ -148,6 +157,7 @@ class Checkpointer:
     Raises:
       FileNotFoundError: no checkpoint in the directory.
     """
+    self._settle()
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f'No checkpoint under {self.directory}.')
@@ -160,6 +170,7 @@ class Checkpointer:
 
   def latest_step(self) -> int | None:
     """The newest saved step, or None."""
+    self._settle()
     return self._manager.latest_step()
 
   def best_step(self) -> int | None:
@@ -179,11 +190,18 @@ class Checkpointer:
 
   def all_steps(self) -> list[int]:
     """All kept steps, ascending."""
+    self._settle()
     return sorted(self._manager.all_steps())
 
   def delete(self, step: int) -> None:
     """Deletes the checkpoint of `step`."""
+    self._settle()
     self._manager.delete(step)
+
+  def _settle(self) -> None:
+    """With `async_save`: lets a pending save finish before the directory is read."""
+    if self._async:
+      self._manager.wait_until_finished()
 
   def wait(self) -> None:
     """Blocks until pending saves are written."""

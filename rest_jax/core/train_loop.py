@@ -19,7 +19,9 @@
             earlier step: `checkpoints.is_better`), and `patience`
             validations without a strictly better one stop the loop.
   last      saved every `checkpoint_period` steps, at the end, when stopping
-            early and on a preemption notice; never a non-finite state.
+            early and on a preemption notice; never a non-finite state. With
+            `async_checkpointing` it is written in the background while
+            training goes on; `run` returns once it is on disk.
   SIGTERM   after any step (with several processes: after a log step, where
             they agree on it) and before every validation (which may outlast
             the grace period), a preemption notice (`preemption`) saves `last`
@@ -75,6 +77,9 @@ class LoopConfig:
   best_mode: str = 'max'  # 'max' or 'min' for `best_metric`.
   patience: int = 0  # Stop after this many validations without a better `best_metric` (0: never).
   validate_start: bool = False  # Validate the starting state as step 0 (the baseline).
+  # Write `last` in a background thread (`Checkpointer(async_save=True)`): the
+  # step goes on once the state is copied to host memory, not once it is on disk.
+  async_checkpointing: bool = False
 
 
 @dataclasses.dataclass
@@ -196,7 +201,9 @@ def run(
     preemption.Preempted: SIGTERM arrived; `last` holds the step reached.
   """
   mesh = steps.mesh
-  last = checkpoints.Checkpointer(model_dir.last(phase), max_to_keep=config.keep)
+  last = checkpoints.Checkpointer(
+    model_dir.last(phase), max_to_keep=config.keep, async_save=config.async_checkpointing
+  )
   if last.latest_step() is not None:
     state = last.restore(train_state_lib.abstract_state(state, shardings))
     logging.info('Resumed %s from step %d', phase, int(state.step))
@@ -252,6 +259,7 @@ def run(
       trainer.check_finite(trainer.to_host(m), step=step, phase=phase)  # Never save a NaN state.
       if last.latest_step() != step:
         last.save(step, state)
+      last.wait()  # On disk before the process may be killed.
       raise preemption.Preempted(f'in {phase} at step {step} (checkpoints/{phase}/last)')
 
   try:
@@ -308,6 +316,7 @@ def run(
         last.save(step, state)
       preempt(step, check)
   finally:  # Also on a non-finite loss or a preemption: flush what was logged.
+    last.close()  # Waits for a pending background save.
     bar.close()
     writer.close()
   return LoopResult(

@@ -53,6 +53,9 @@ class CheckpointConfig:
   keep: int = 2  # How many `last` checkpoints to keep.
   best_metric: str = 'chrf'  # Validation metric that selects `best` (ties keep the earlier).
   best_mode: str = 'max'  # 'max' or 'min' for `best_metric`.
+  # Write `last` in the background while training goes on (Orbax async); `best`
+  # is always written before the loop continues.
+  async_save: bool = True
 
 
 def train(
@@ -136,6 +139,7 @@ def train(
       keep=checkpoint.keep,
       best_metric=checkpoint.best_metric,
       best_mode=checkpoint.best_mode,
+      async_checkpointing=checkpoint.async_save,
     ),
     validate=validate,
     lr_schedule=lr_schedule,
