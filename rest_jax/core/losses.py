@@ -69,24 +69,25 @@ Metrics = dict[str, jax.Array]
 _MASKED = -1e30
 
 
-def _f32(x) -> jax.Array:
+def f32(x) -> jax.Array:
+  """`x` as a float32 array (same shape)."""
   return jnp.asarray(x, jnp.float32)
 
 
-def _safe_div(num: jax.Array, den: jax.Array) -> jax.Array:
+def safe_div(num: jax.Array, den: jax.Array) -> jax.Array:
   """num / den, and 0 where den == 0 (with finite gradients there too)."""
   ok = den > 0
   return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
 
 
-def _token_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
+def token_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
   """sum(weights * values) / sum(weights); 0 for an all-padding batch."""
-  return _safe_div((values * weights).sum(), weights.sum())
+  return safe_div((values * weights).sum(), weights.sum())
 
 
 def _per_token(x: jax.Array, weights: jax.Array) -> jax.Array:
   """Broadcasts a per-sequence [B] array to [B, T]; a [B, T] array passes."""
-  x = _f32(x)
+  x = f32(x)
   return jnp.broadcast_to(x[:, None], weights.shape) if x.ndim == 1 else x
 
 
@@ -101,8 +102,8 @@ def bc_loss(log_probs: jax.Array, weights: jax.Array) -> tuple[jax.Array, Metric
     loss: scalar, sum(w * -log_probs) / sum(w).
     metrics: `loss`, `nll` (the same value), `num_tokens`.
   """
-  log_probs, weights = _f32(log_probs), _f32(weights)
-  loss = _token_mean(-log_probs, weights)
+  log_probs, weights = f32(log_probs), f32(weights)
+  loss = token_mean(-log_probs, weights)
   return loss, {'loss': loss, 'nll': loss, 'num_tokens': weights.sum()}
 
 
@@ -133,8 +134,8 @@ def reward_weighted_nll(
   Raises:
     ValueError: unknown `normalize`.
   """
-  log_probs, weights = _f32(log_probs), _f32(weights)
-  rewards = jax.lax.stop_gradient(_f32(rewards))
+  log_probs, weights = f32(log_probs), f32(weights)
+  rewards = jax.lax.stop_gradient(f32(rewards))
   token_weights = rewards[:, None] * weights  # [B, T]
   total = (token_weights * -log_probs).sum()
   if normalize == 'sum':
@@ -145,10 +146,10 @@ def reward_weighted_nll(
     denom = (weights.sum(-1) > 0).sum().astype(jnp.float32)
   else:
     raise ValueError(f"normalize must be 'sum', 'mean' or None, got {normalize!r}")
-  loss = _safe_div(total, denom)
+  loss = safe_div(total, denom)
   metrics = {
     'loss': loss,
-    'nll': _token_mean(-log_probs, weights),
+    'nll': token_mean(-log_probs, weights),
     'mean_reward': rewards.mean(),
     'reward_weighted_tokens': token_weights.sum(),
     'num_tokens': weights.sum(),
@@ -184,7 +185,7 @@ def k_step_returns(
   Returns:
     [B, T] float32 returns (also computed at padded positions).
   """
-  token_rewards, weights = _f32(token_rewards), _f32(weights)
+  token_rewards, weights = f32(token_rewards), f32(weights)
   length = token_rewards.shape[1]
   rewards = jnp.where(weights > 0, token_rewards, end_reward)
   rewards = jnp.pad(rewards, ((0, 0), (0, k)), constant_values=end_reward)  # [B, T + k]
@@ -212,7 +213,7 @@ def gold_token_rewards(
   Raises:
     ValueError: unknown `reward_type`.
   """
-  mle_log_probs = _f32(mle_log_probs)
+  mle_log_probs = f32(mle_log_probs)
   if reward_type == 'sump':
     return jnp.exp(mle_log_probs)
   if reward_type == 'logp':
@@ -257,8 +258,8 @@ def gold_loss(
     metrics: `loss`, `nll` (unweighted token mean), `importance_weight` and
       `return` (token means), `num_tokens`.
   """
-  log_probs, weights = _f32(log_probs), _f32(weights)
-  lagged_log_probs = _f32(lagged_log_probs)
+  log_probs, weights = f32(log_probs), f32(weights)
+  lagged_log_probs = f32(lagged_log_probs)
   if token_rewards is None:
     token_rewards = jnp.exp(lagged_log_probs)
   iw = jnp.clip(jnp.exp(lagged_log_probs), clip_min, clip_max)  # [B, T]
@@ -266,12 +267,12 @@ def gold_loss(
     token_rewards, weights, k=k, discount=discount, reward_min=reward_min, end_reward=end_reward
   )
   token_weight = jax.lax.stop_gradient(iw * returns)  # [B, T]
-  loss = _token_mean(token_weight * -log_probs, weights)
+  loss = token_mean(token_weight * -log_probs, weights)
   metrics = {
     'loss': loss,
-    'nll': _token_mean(-log_probs, weights),
-    'importance_weight': _token_mean(jax.lax.stop_gradient(iw), weights),
-    'return': _token_mean(jax.lax.stop_gradient(returns), weights),
+    'nll': token_mean(-log_probs, weights),
+    'importance_weight': token_mean(jax.lax.stop_gradient(iw), weights),
+    'return': token_mean(jax.lax.stop_gradient(returns), weights),
     'num_tokens': weights.sum(),
   }
   return loss, metrics
@@ -292,8 +293,8 @@ def kl_anneal(step, total_steps, start: float = 1.0, end: float = 1e-5) -> jax.A
   Returns:
     float32 scalar weight.
   """
-  step, total_steps = _f32(step), _f32(total_steps)
-  frac = jnp.where(total_steps > 0, jnp.clip(_safe_div(step, total_steps), 0.0, 1.0), 1.0)
+  step, total_steps = f32(step), f32(total_steps)
+  frac = jnp.where(total_steps > 0, jnp.clip(safe_div(step, total_steps), 0.0, 1.0), 1.0)
   return jnp.exp(math.log(start) + frac * (math.log(end) - math.log(start)))
 
 
@@ -310,7 +311,7 @@ def top_half_mask(advantages: jax.Array, valid: jax.Array) -> jax.Array:
   Returns:
     [B] bool mask of the selected rows.
   """
-  advantages, valid = _f32(advantages), jnp.asarray(valid, bool)
+  advantages, valid = f32(advantages), jnp.asarray(valid, bool)
   order = jnp.argsort(jnp.where(valid, -advantages, jnp.inf), stable=True)  # best first
   rank = jnp.zeros(advantages.shape, jnp.int32).at[order].set(jnp.arange(advantages.shape[0]))
   n_top = (valid.sum() + 1) // 2
@@ -337,9 +338,9 @@ def temperature_dual_loss(
   Returns:
     float32 scalar.
   """
-  advantages = jax.lax.stop_gradient(_f32(advantages))
+  advantages = jax.lax.stop_gradient(f32(advantages))
   mask = jnp.asarray(mask, bool)
-  eta = jnp.exp(_f32(log_temperature))
+  eta = jnp.exp(f32(log_temperature))
   count = mask.sum().astype(jnp.float32)
   scaled = jnp.where(mask, advantages / eta, _MASKED)
   log_mean_exp = jax.nn.logsumexp(scaled) - jnp.log(jnp.maximum(count, 1.0))
@@ -387,14 +388,14 @@ def bvmpo_loss(
       `temperature`, `num_selected`, `selected_advantage` (psi-weighted mean),
       `nll` (unweighted token mean), `num_tokens`.
   """
-  log_probs, weights = _f32(log_probs), _f32(weights)
-  advantages = jax.lax.stop_gradient(_f32(advantages))
-  kl_weight = jax.lax.stop_gradient(_f32(kl_weight))
+  log_probs, weights = f32(log_probs), f32(weights)
+  advantages = jax.lax.stop_gradient(f32(advantages))
+  kl_weight = jax.lax.stop_gradient(f32(kl_weight))
   valid = weights.sum(-1) > 0  # [B]
   seq_log_probs = (log_probs * weights).sum(-1)  # [B]
   selected = top_half_mask(advantages, valid)  # [B]
 
-  eta = jnp.exp(_f32(log_temperature))
+  eta = jnp.exp(f32(log_temperature))
   scaled = jnp.where(selected, advantages / jax.lax.stop_gradient(eta), _MASKED)
   psi = jax.nn.softmax(scaled) * selected  # [B], sums to 1 over the selection
   policy_loss = -(psi * seq_log_probs).sum()
@@ -402,10 +403,10 @@ def bvmpo_loss(
     advantages, selected, log_temperature, epsilon_temperature
   )
 
-  behaviour_log_probs = jax.lax.stop_gradient(_f32(behaviour_log_probs))
+  behaviour_log_probs = jax.lax.stop_gradient(f32(behaviour_log_probs))
   if behaviour_log_probs.ndim == 2:
     behaviour_log_probs = (behaviour_log_probs * weights).sum(-1)
-  kl = _safe_div(((behaviour_log_probs - seq_log_probs) * valid).sum(), valid.sum())
+  kl = safe_div(((behaviour_log_probs - seq_log_probs) * valid).sum(), valid.sum())
 
   loss = policy_loss + temperature_loss + kl_weight * kl
   metrics = {
@@ -417,7 +418,7 @@ def bvmpo_loss(
     'temperature': eta,
     'num_selected': selected.sum().astype(jnp.float32),
     'selected_advantage': (jax.lax.stop_gradient(psi) * advantages).sum(),
-    'nll': _token_mean(-log_probs, weights),
+    'nll': token_mean(-log_probs, weights),
     'num_tokens': weights.sum(),
   }
   return loss, metrics
@@ -439,13 +440,13 @@ def oac_loss(
     metrics: `loss`, `nll` (unweighted token mean), `advantage` (token mean),
       `num_tokens`.
   """
-  log_probs, weights = _f32(log_probs), _f32(weights)
+  log_probs, weights = f32(log_probs), f32(weights)
   advantages = jax.lax.stop_gradient(_per_token(advantages, weights))
-  loss = _token_mean(advantages * -log_probs, weights)
+  loss = token_mean(advantages * -log_probs, weights)
   metrics = {
     'loss': loss,
-    'nll': _token_mean(-log_probs, weights),
-    'advantage': _token_mean(advantages, weights),
+    'nll': token_mean(-log_probs, weights),
+    'advantage': token_mean(advantages, weights),
     'num_tokens': weights.sum(),
   }
   return loss, metrics
@@ -466,7 +467,7 @@ def monte_carlo_returns(rewards: jax.Array, weights: jax.Array, discount: float 
   Returns:
     [B, T] float32 returns.
   """
-  rewards, weights = _f32(rewards), _f32(weights)
+  rewards, weights = f32(rewards), f32(weights)
   tokens_after = jnp.cumsum(weights[:, ::-1], axis=-1)[:, ::-1] - weights  # [B, T]
   return rewards[:, None] * jnp.power(jnp.float32(discount), tokens_after) * weights
 
@@ -485,9 +486,9 @@ def token_advantages(
   Returns:
     [B, T] float32 advantages.
   """
-  weights = _f32(weights)
+  weights = f32(weights)
   returns = monte_carlo_returns(rewards, weights, discount)
-  return (returns - _f32(values)) * weights
+  return (returns - f32(values)) * weights
 
 
 def sequence_advantages(
@@ -507,7 +508,7 @@ def sequence_advantages(
   Returns:
     [B] float32 advantages.
   """
-  weights = _f32(weights)
+  weights = f32(weights)
   adv = token_advantages(rewards, values, weights, discount)  # [B, T]
   first = jnp.argmax(weights > 0, axis=-1)  # [B]
   return jnp.take_along_axis(adv, first[:, None], axis=-1)[:, 0]
@@ -528,13 +529,13 @@ def bve_value_loss(
     loss: scalar, sum(w * (V - sg(G))^2) / sum(w).
     metrics: `loss`, `value` and `return` (token means), `num_tokens`.
   """
-  values, weights = _f32(values), _f32(weights)
+  values, weights = f32(values), f32(weights)
   returns = jax.lax.stop_gradient(_per_token(returns, weights))
-  loss = _token_mean(jnp.square(values - returns), weights)
+  loss = token_mean(jnp.square(values - returns), weights)
   metrics = {
     'loss': loss,
-    'value': _token_mean(values, weights),
-    'return': _token_mean(returns, weights),
+    'value': token_mean(values, weights),
+    'return': token_mean(returns, weights),
     'num_tokens': weights.sum(),
   }
   return loss, metrics
