@@ -57,6 +57,7 @@ RUN_MODES = {
   'inspect': ('rest_jax.runs.inspect_round', 'inspect'),
   'train_rm': ('rest_jax.runs.train_rm', 'train_rm'),
   'improve': ('rest_jax.runs.improve', 'improve'),
+  'online_rl': ('rest_jax.runs.online_rl', 'online_rl'),
   'rest': ('rest_jax.runs.rest', 'rest'),
   'report': ('rest_jax.runs.report', 'report'),
   'infer': ('rest_jax.runs.infer', 'infer'),

@@ -79,6 +79,18 @@ class ModelDir:
     """GOLD's lagged policy of `phase` at its re-sync steps, to resume it exactly."""
     return self.path('checkpoints', phase, 'lagged')
 
+  def policy(self, phase: str) -> str:
+    """The policy alone of an online RL `phase`'s best state (`<phase>/policy`, a policy ref)."""
+    return self.path('checkpoints', phase, 'policy')
+
+  def rollouts(self, phase: str) -> str:
+    """An online RL `phase`'s current samples (`rollouts_<iteration>.npz`), to resume it exactly."""
+    return self.path('online', phase)
+
+  def rollout_log(self, phase: str) -> str:
+    """One JSON object a line per online RL iteration: reward, KL, samples, tokens, seconds."""
+    return self.path('eval', f'{phase}_rollouts.jsonl')
+
   # Evaluation files.
   def eval(self, name: str) -> str:
     """`eval/<name>`: a result file such as 'reward_model.json'."""
