@@ -32,6 +32,11 @@ _REQUIRED = {
     'TASK = @tasks.tatoeba_en_de()',
     'REWARD = @reward_fns.SentenceChrF()',
   ],
+  'runs/online_rl.gin': [
+    "MODEL_DIR = '/tmp/unused'",
+    'TASK = @tasks.tatoeba_en_de()',
+    'REWARD = @reward_fns.SentenceChrF()',
+  ],
   'runs/infer.gin': ["MODEL_DIR = '/tmp/unused'", 'REWARD = @reward_fns.SentenceChrF()'],
   'runs/rest.gin': ["MODEL_DIR = '/tmp/unused'", 'TASK = @tasks.tatoeba_en_de()'],
   'runs/report.gin': ["MODEL_DIR = '/tmp/unused'"],
