@@ -96,7 +96,8 @@ def test_reward_rises_and_the_run_accounts_for_what_it_spent(setup, algorithm):
   assert [r['iteration'] for r in log] == list(range(10))
   assert np.mean(rewards[-3:]) > np.mean(rewards[:3]) + 0.15, rewards
   assert result['distinct_samples'] == 10 * 32
-  assert result['policy_train_tokens'] == 2 * sum(r['sampled_tokens'] for r in log)
+  assert result['train_tokens'] == 10 * 4 * 16 * L  # Steps x minibatch rows x length.
+  assert result['sampled_tokens'] == sum(r['sampled_tokens'] for r in log)
   assert result['steps'] == 10 * 4 and result['seconds'] > 0
   assert result['best_step'] in (0, 20, 40) and 'reward' in result and 'bleu' in result
   # The exported best policy is a plain policy checkpoint.

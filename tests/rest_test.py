@@ -26,7 +26,9 @@ from rest_jax.runs import (
   grow,
   improve,
   infer,
+  online_rl_steps,
   rest,
+  rest_online,
   rest_phases,
   rest_rewards,
   rest_state,
@@ -313,7 +315,7 @@ def test_resume_after_every_phase_equals_uninterrupted(full_run, corpus, tmp_pat
   assert strip(_run(corpus, model_dir, num_grow_rounds=1)) == strip(full_rows[:4])
 
 
-def test_rest_em_restarts_every_iteration_from_base(corpus, tmp_path):
+def test_rest_em_restarts_every_iteration_from_base_and_online_arms_follow(corpus, tmp_path):
   model_dir = str(tmp_path / 'run')
   test_utils.save_random_policy(model_dir, test_utils.tiny_config(vocab_size=128), step=1)
   rows = _run(
@@ -345,9 +347,41 @@ def test_rest_em_restarts_every_iteration_from_base(corpus, tmp_path):
     num_improve_steps=1,
     judge_phase=None,
     control=False,
+    online_arms=rest_online.OnlineArms(
+      online_rl_steps.OnlineRLConfig(
+        algorithm='grpo',
+        sources_per_iteration=4,
+        num_samples=2,
+        epochs=1,
+        minibatch_size=8,
+        learning_rate=1e-3,
+        eval_every=2,
+      )
+    ),
   )
   state = rest_state.read_state(model_dir)
-  assert state['plan'] == rest_phases.plan(2, 1, bc=False, rm=False)
+  arms = ['online_samples', 'eval_online_samples', 'online_time', 'eval_online_time']
+  assert state['plan'] == rest_phases.plan(2, 1, bc=False, rm=False) + arms
+  # The online arms: as many samples as Grow round 1 (16 sources x 2), and the
+  # ReST phases' wall time at the measured rate; every row says what it cost.
+  by_phase = {r['phase']: r for r in rows}
+  assert (
+    by_phase['online_samples']['samples'] == 32 == by_phase['online_samples']['n_train_examples']
+  )
+  assert by_phase['online_samples']['loss_name'] == 'grpo'
+  rest_seconds = sum(s for p, s in state['seconds'].items() if p.startswith(('grow', 'improve')))
+  done = [
+    json.load(open(model_dir_lib.ModelDir(model_dir).validation(a)))
+    for a in ('online_samples', 'online_time')
+  ]
+  assert done[1]['iterations'] == max(1, int(rest_seconds / (done[0]['seconds'] / 4)))
+  assert rows[0]['samples'] == rows[0]['train_tokens'] == rows[0]['seconds'] == 0  # BC.
+  assert [r['samples'] for r in rows[1:3]] == [32, 64]  # ReST (G=1), (G=2): both rounds.
+  assert all(r['seconds'] > 0 and r['train_tokens'] > 0 for r in rows[1:])
+  html = open(os.path.join(model_dir_lib.ModelDir(model_dir).report, 'report.html')).read()
+  assert 'Online GRPO (equal samples)' in html and 'Online GRPO (equal time)' in html
+  assert 'reward_per_cost.png' in html and 'Distinct samples' in html
+  rows = rows[:3]
   # Grow samples the latest policy; every Improve starts again from the base.
   assert state['policies'] == {
     'grow_g1': 'bc/best',

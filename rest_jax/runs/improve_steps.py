@@ -206,7 +206,7 @@ def write_result(
 
   Returns:
     The dict written: the best validation's metrics (`reward`, `bleu`, `chrf`,
-    `loss`, ...), `best_step`, `steps`, `stopped_early`, `improved`, `phase`,
+    `loss`, ...), `best_step`, `steps`, `stopped_early`, `train_tokens`, `improved`, `phase`,
     `grow_round`, `improve_step`, the data facts (`tau`: None for per-source
     filters, `filter`, `n_train_examples`, the kept counts), `learning_rate`,
     `loss_name`, `init_checkpoint`, `init_step`, `seqio_task`.
@@ -218,6 +218,9 @@ def write_result(
     'best_step': best_step,
     'steps': step,
     'stopped_early': step < config.num_train_steps,
+    # Rows x target length through the policy's forward and backward passes
+    # (padding included: the compute; online RL counts it the same way).
+    'train_tokens': step * config.batch_size * config.target_length,
     'improved': best_step != 0,
     'phase': phase,
     'grow_round': grow_round,

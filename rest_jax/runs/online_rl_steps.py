@@ -369,20 +369,15 @@ def accounting(config: OnlineRLConfig, log: list[dict], steps: int) -> dict:
     steps: optimizer steps taken.
 
   Returns:
-    `distinct_samples` (rows sampled), `sampled_tokens`, `policy_train_tokens`
-    (target tokens through the policy's forward and backward passes, each
-    iteration's tokens times `epochs`, prorated for a cut iteration), and
-    `rollout_seconds`.
+    `iterations`, `distinct_samples` (rows sampled), `sampled_tokens` (their
+    real tokens), `train_tokens` (rows x target length through the policy's
+    forward and backward passes, padding included: the compute, counted as
+    Improve counts it) and `rollout_seconds` (sampling, scoring, frozen inputs).
   """
-  spi = config.steps_per_iteration
-  trained = 0.0
-  for row in log:
-    done = min(max(steps - row['iteration'] * spi, 0), spi)
-    trained += row['sampled_tokens'] * config.epochs * done / spi
   return {
     'iterations': len(log),
     'distinct_samples': int(sum(r['samples'] for r in log)),
     'sampled_tokens': int(sum(r['sampled_tokens'] for r in log)),
-    'policy_train_tokens': int(round(trained)),
+    'train_tokens': int(steps * config.minibatch_size * config.target_length),
     'rollout_seconds': round(sum(r['rollout_seconds'] for r in log), 2),
   }

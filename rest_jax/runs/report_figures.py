@@ -110,6 +110,8 @@ def _short_label(row: dict) -> str:
   """'BC' or 'g<g>i<i>' for a plot's x axis."""
   if row.get('phase') == 'bc':
     return 'BC'
+  if str(row.get('phase')).startswith('online_'):
+    return {'online_samples': 'on=S', 'online_time': 'on=T'}.get(row['phase'], row['phase'])
   prefix = 'ctl ' if row.get('phase') == 'bc_more' else ''
   return f'{prefix}g{row.get("g", "?")}i{row.get("i", "?")}'
 
@@ -141,6 +143,50 @@ def plot_reward_per_phase(rows: Sequence[dict], path: str) -> bool:
     ax.set_xlabel('phase')
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+  _save(fig, path)
+  return True
+
+
+def plot_reward_per_cost(rows: Sequence[dict], path: str) -> bool:
+  """Test reward against distinct samples and against seconds, one line per method.
+
+  ReST: BC, then its rows in order; the BC control: BC, then its rows; each
+  online arm: BC and its row. x is what the policy cost since the starting
+  policy (`rest_online.cost`).
+
+  Args:
+    rows: the rows of `eval/summary.json` (with `samples` and `seconds`).
+    path: where the PNG goes.
+
+  Returns:
+    Whether a figure was written (False: no row has a cost).
+  """
+  if not any(r.get('seconds') for r in rows):
+    return False
+  bc = [r for r in rows if r.get('phase') == 'bc']
+  series = {
+    'ReST': bc + [r for r in rows if r.get('phase') == 'improve'],
+    'BC control': bc + [r for r in rows if r.get('phase') == 'bc_more'],
+  }
+  for r in rows:
+    if str(r.get('phase')).startswith('online_'):
+      series[f'{r.get("loss_name")} ({_short_label(r)})'] = bc + [r]
+  fig = Figure(figsize=(10, 3.6))
+  axes = fig.subplots(1, 2)
+  for ax, key, title in ((axes[0], 'samples', 'distinct samples'), (axes[1], 'seconds', 'seconds')):
+    for label, points in series.items():
+      pairs = [
+        (report_data.number(p.get(key)), report_data.number(p.get('test_reward'))) for p in points
+      ]
+      pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
+      if len(pairs) > 1:
+        ax.plot(*zip(*pairs), marker='o', label=label)
+    ax.set_xlabel(f'{title} since the starting policy')
+    ax.set_ylabel('test reward')
+    ax.set_title(f'test reward per {title}')
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=8)
   _save(fig, path)
   return True
 

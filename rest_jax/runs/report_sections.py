@@ -34,6 +34,9 @@ def _method(row: dict) -> str:
     return f'ReST (G={row.get("g", "?")}, I={row.get("i", "?")})'
   if phase == 'bc_more':
     return f'BC control (G={row.get("g", "?")}, I={row.get("i", "?")})'
+  arms = {'online_samples': 'equal samples', 'online_time': 'equal time'}
+  if phase in arms:
+    return f'Online {str(row.get("loss_name", "")).upper()} ({arms[phase]})'
   return str(phase)
 
 
@@ -56,7 +59,14 @@ def _summary_table(rows: Sequence[dict]) -> str:
     ('val', 'chrf', 'Val chrF (selection split)', '.2f'),
   ]
   columns = [c for c in columns if any(r.get(f'{c[0]}_{c[1]}') is not None for r in rows)]
+  costs = [  # What the policy cost since the starting policy (`rest_online.cost`).
+    ('samples', 'Distinct samples', ','),
+    ('train_tokens', 'Training tokens', ','),
+    ('seconds', 'Seconds', ',.0f'),
+  ]
+  costs = [c for c in costs if any(r.get(c[0]) is not None for r in rows)]
   header = ['Method', 'G', 'I', 'τ', 'Loss', 'Training examples'] + [c[2] for c in columns]
+  header += [c[1] for c in costs]
   body = []
   for r in rows:
     cells = [
@@ -67,6 +77,7 @@ def _summary_table(rows: Sequence[dict]) -> str:
     ]
     cells += [report_data.fmt(r.get('loss_name')), report_data.fmt(r.get('n_train_examples'), ',')]
     cells += [report_data.fmt(r.get(f'{split}_{key}'), spec) for split, key, _, spec in columns]
+    cells += [report_data.fmt(r.get(key), spec) for key, _, spec in costs]
     body.append(cells)
   return report_html.table_html(header, body, table_id='summary')
 
@@ -87,7 +98,10 @@ def _section_summary(model_dir: str, out_dir: str) -> str:
     'many steps as the ReST rows, selected the same way. '
     'Training examples: what the phase trained on (BC and its control: the human data; '
     'Improve: the filtered Grow data, distinct samples plus kept human references). '
-    'τ: the reward threshold of the Improve step.</p>'
+    'τ: the reward threshold of the Improve step. '
+    'Distinct samples, training tokens (rows x length through forward and backward passes) '
+    'and seconds: what the policy cost since the starting policy (ReST: its Grow rounds and '
+    'Improve steps; online RL: its whole run), for comparisons at equal cost.</p>'
   )
 
 
@@ -148,7 +162,10 @@ def _section_per_phase(model_dir: str, out_dir: str) -> str:
   name = 'reward_per_phase.png'
   if not report_figures.plot_reward_per_phase(rows, os.path.join(out_dir, name)):
     return report_html.note(f'eval/summary.json: {NOT_AVAILABLE}.')
-  return report_html.img(name, 'reward and BLEU per phase')
+  html = report_html.img(name, 'reward and BLEU per phase')
+  if report_figures.plot_reward_per_cost(rows, os.path.join(out_dir, 'reward_per_cost.png')):
+    html += report_html.img('reward_per_cost.png', 'test reward per distinct samples and seconds')
+  return html
 
 
 # ----------------------------------------------------------------------------- 5. best of N

@@ -12,7 +12,17 @@ from typing import Any
 from rest_jax import errors, gin_utils
 from rest_jax.core import network, optimizers, partitioning
 from rest_jax.rewards import reward_fns, reward_model
-from rest_jax.runs import bc, evaluation, grow, improve, infer, rest_loop, rest_setup, train_rm
+from rest_jax.runs import (
+  bc,
+  evaluation,
+  grow,
+  improve,
+  infer,
+  rest_loop,
+  rest_online,
+  rest_setup,
+  train_rm,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +63,7 @@ def rest(
   judge_phase: RewardModelPhase | None = None,
   judge: reward_fns.RewardFn | None = None,
   control: bool = False,
+  online_arms: rest_online.OnlineArms | None = None,
   metric_weight: float = 0.0,
   guard: bool = False,
   grow_config: grow.GrowConfig,
@@ -88,6 +99,9 @@ def rest(
     judge: a fixed judge reward source instead (e.g. a metric the run does not
       train on); None and no `judge_phase`: no judge columns.
     control: add the compute-matched BC control phases (`bc_more_g<g>_i<i>`).
+    online_arms: add online RL arms from the starting policy after the ReST
+      phases, at ReST's first-round sample count and at its wall time
+      (`rest_online`); None: none.
     metric_weight: w > 0 mixes sentence chrF (w) into the learned reward (1 - w)
       (`rest_rewards.learned_reward`); chrF is then part of the training reward.
     guard: wrap the learned reward in `reward_fns.Guarded`; the reward's probes
@@ -129,6 +143,7 @@ def rest(
     judge_phase=judge_phase,
     judge=judge,
     control=control,
+    online_arms=online_arms,
     metric_weight=metric_weight,
     guard=guard,
     grow_config=grow_config,

@@ -45,7 +45,9 @@ def run(
     tic = time.time()
     updates = rest_phases.run_phase(ctx, phase, run_state.state['policies'])
     if phase.startswith('eval'):
-      rest_summary.write_summary(model_dir, phases, run_state.state['config'])
+      rest_summary.write_summary(
+        model_dir, phases, run_state.state['config'], run_state.state['seconds']
+      )
     run_state.finish(phase, time.time() - tic, **updates)
     ran += 1
     multihost.on_primary(lambda: report.write_report(model_dir), 'the run report')

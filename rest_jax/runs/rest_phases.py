@@ -27,7 +27,17 @@ from rest_jax.core import (
 from rest_jax.core import model_dir as model_dir_lib
 from rest_jax.data import tasks
 from rest_jax.rewards import corruptions, reward_fns, rm_metrics
-from rest_jax.runs import bc, evaluation, grow, improve, improve_steps, infer, policy_eval, train_rm
+from rest_jax.runs import (
+  bc,
+  evaluation,
+  grow,
+  improve,
+  improve_steps,
+  infer,
+  policy_eval,
+  rest_online,
+  train_rm,
+)
 
 JUDGE = 'rm_judge'  # The independent judge's phase and checkpoint name.
 CONTROL = 'bc_more'  # The compute-matched BC control's phase and checkpoint prefix.
@@ -108,6 +118,7 @@ class Context:
   num_improve_steps: int
   eval_config: evaluation.EvalConfig
   test_config: evaluation.EvalConfig
+  online_arms: Any  # rest_online.OnlineArms | None
   best_of_n: infer.InferConfig | None
   initial_policy: str | None
   base: str  # The checkpoint the run starts from ('bc/best', or the initial policy).
@@ -153,7 +164,9 @@ def run_phase(ctx: Context, phase: str, policies: dict[str, str]) -> dict:
     return {'policies': {phase: policy}}
   elif phase.startswith(('improve_', f'{CONTROL}_')):
     return {'policies': {phase: _improve(ctx, phase, g, i, policies)}}
-  else:  # eval_bc, eval_g<g>_i<i>, eval_bc_more_g<g>_i<i>
+  elif phase in rest_online.ARMS:
+    rest_online.run_arm(ctx, phase)
+  else:  # eval_bc, eval_g<g>_i<i>, eval_bc_more_g<g>_i<i>, eval_online_<arm>
     _evaluate(ctx, phase)
   return {}
 
@@ -365,15 +378,24 @@ def _evaluate_phase(
     }
   else:
     name = phase.removeprefix('eval_')
-    checkpoint = f'{name}/best'
     with open(model_dir_lib.ModelDir(model_dir).validation(name)) as f:
       done = json.load(f)
-    row = {
-      'phase': CONTROL if name.startswith(CONTROL) else 'improve',
-      'tau': done['tau'],
-      'loss_name': done['loss_name'],
-      'n_train_examples': done['n_train_examples'],
-    }
+    if name in rest_online.ARMS:  # The best policy alone: its state also holds PPO's critic.
+      checkpoint = done['policy_checkpoint']
+      row = {
+        'phase': name,
+        'tau': None,
+        'loss_name': done['algorithm'],
+        'n_train_examples': done['distinct_samples'],
+      }
+    else:
+      checkpoint = f'{name}/best'
+      row = {
+        'phase': CONTROL if name.startswith(CONTROL) else 'improve',
+        'tau': done['tau'],
+        'loss_name': done['loss_name'],
+        'n_train_examples': done['n_train_examples'],
+      }
   directory = model_dir_lib.ModelDir(model_dir).checkpoint(checkpoint)
   params, step = checkpoints.restore_params(
     directory, model.init_params_fn(eval_config.input_length, eval_config.target_length), mesh

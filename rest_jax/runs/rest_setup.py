@@ -21,6 +21,7 @@ from rest_jax.runs import (
   improve,
   infer,
   pretrained,
+  rest_online,
   rest_phases,
   rest_rewards,
   rest_state,
@@ -38,6 +39,7 @@ def start(
   judge_phase: Any,
   judge: reward_fns.RewardFn | None,
   control: bool,
+  online_arms: Any,
   metric_weight: float,
   guard: bool,
   grow_config: grow.GrowConfig,
@@ -57,7 +59,8 @@ def start(
   """The phases' context and the run state of a run (started or resumed).
 
   Args are those of `rest.rest` (documented there; `bc` is a `rest.BCConfig`,
-  `reward_model_phase` and `judge_phase` are `rest.RewardModelPhase`s).
+  `reward_model_phase` and `judge_phase` are `rest.RewardModelPhase`s,
+  `online_arms` a `rest_online.OnlineArms` or None).
 
   Returns:
     (the context every phase gets, the run state: which phases are done).
@@ -82,7 +85,7 @@ def start(
     rm=train_rm,
     judge=train_judge,
     control=control,
-  )
+  ) + rest_online.plan(online_arms)
   run = rest_state.RunState(
     model_dir,
     phases,
@@ -96,6 +99,8 @@ def start(
       'reward': repr(reward) if reward is not None else rm_checkpoint or 'reward_model_phase',
       'judge': repr(judge) if judge is not None else 'judge_phase' if train_judge else None,
       'control': control,
+      # Only when set: runs started before online arms existed still resume.
+      **({'online_arms': repr(online_arms)} if online_arms is not None else {}),
       'metric_weight': metric_weight,
       'guard': guard,
     },
@@ -129,6 +134,7 @@ def start(
     num_improve_steps=num_improve_steps,
     eval_config=eval_config,
     test_config=dataclasses.replace(eval_config, split='test', max_examples=test_examples),
+    online_arms=online_arms,
     best_of_n=best_of_n,
     initial_policy=initial_policy,
     base=base,

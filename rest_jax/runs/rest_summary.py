@@ -3,10 +3,12 @@
 A row (`SUMMARY_COLUMNS`) has phase, g, i, tau, loss_name, n_train_examples,
 the test split's reward, judge reward, BLEU, chrF, length ratio and hacking
 rate, then the validation split's (selection) reward, judge reward, BLEU and
-chrF; plus, per split, `repetition_rate` and `hacking_rate`
-(`metrics.hacking_flags`), the checkpoint and its step. `splits` in the file
-says what each split was used for. It is rewritten after every eval phase
-from the eval phases' files (`eval/<phase>.json`, `rest_phases.run_phase`).
+chrF, then what the policy cost since the starting policy (`rest_online.cost`:
+distinct samples generated, training tokens, seconds); plus, per split,
+`repetition_rate` and `hacking_rate` (`metrics.hacking_flags`), the
+checkpoint and its step. `splits` in the file says what each split was used
+for. It is rewritten after every eval phase from the eval phases' files
+(`eval/<phase>.json`, `rest_phases.run_phase`).
 
 Selection and reporting are separate. Every checkpoint choice (BC's best,
 each Improve step's best, early stopping) is made on the validation split, so
@@ -23,7 +25,7 @@ import os
 
 from rest_jax.core import files
 from rest_jax.core import model_dir as model_dir_lib
-from rest_jax.runs import rest_phases
+from rest_jax.runs import rest_online, rest_phases
 
 SUMMARY_COLUMNS = (
   'phase',
@@ -42,8 +44,18 @@ SUMMARY_COLUMNS = (
   'val_judge_reward',
   'val_bleu',
   'val_chrf',
+  'samples',
+  'train_tokens',
+  'seconds',
 )
-_FORMATS = {'reward': '.4f', 'ratio': '.3f', 'rate': '.3f'}
+_FORMATS = {
+  'reward': '.4f',
+  'ratio': '.3f',
+  'rate': '.3f',
+  'samples': '.0f',
+  'tokens': '.0f',
+  'seconds': '.0f',
+}
 
 
 def read_summary(model_dir: str) -> list[dict]:
@@ -62,7 +74,7 @@ def format_summary(rows: list[dict]) -> str:
   are what selected the checkpoints.
   """
   metrics = SUMMARY_COLUMNS[6:]
-  head = f'{"phase":<8}{"g":>3}{"i":>3}{"tau":>8}{"loss":>8}{"n_train":>9}'
+  head = f'{"phase":<15}{"g":>3}{"i":>3}{"tau":>8}{"loss":>8}{"n_train":>9}'
   names = [c.replace('_reward', '_rwd').replace('_length', '_len') for c in metrics]
   widths = [max(len(n) + 2, 9) for n in names]
   head += ''.join(f'{n:>{w}}' for n, w in zip(names, widths))
@@ -72,7 +84,7 @@ def format_summary(rows: list[dict]) -> str:
   ]
   for r in rows:
     tau = '-' if r.get('tau') is None else f'{r["tau"]:.3g}'
-    line = f'{r["phase"]:<8}{r["g"]:>3}{r["i"]:>3}{tau:>8}{r["loss_name"]:>8}'
+    line = f'{r["phase"]:<15}{r["g"]:>3}{r["i"]:>3}{tau:>8}{r["loss_name"]:>8}'
     line += f'{r["n_train_examples"]:>9}'
     for c, w in zip(metrics, widths):
       value = r.get(c)
@@ -82,7 +94,9 @@ def format_summary(rows: list[dict]) -> str:
   return '\n'.join(lines)
 
 
-def write_summary(model_dir: str, phases: list[str], config: dict) -> None:
+def write_summary(
+  model_dir: str, phases: list[str], config: dict, seconds: dict[str, float]
+) -> None:
   """Rewrites `eval/summary.json` from the eval phases' files, in plan order.
 
   Args:
@@ -90,13 +104,14 @@ def write_summary(model_dir: str, phases: list[str], config: dict) -> None:
     phases: the plan (`rest_phases.plan`); its eval phases that have written
       `eval/<phase>.json` give the rows.
     config: the run's config as the run state holds it (written beside the rows).
+    seconds: the run state's seconds per finished phase (for the cost columns).
   """
   rows = []
   for phase in phases:
     path = model_dir_lib.ModelDir(model_dir).eval(f'{phase}.json')
     if phase.startswith('eval') and os.path.exists(path):
       with open(path) as f:
-        rows.append(json.load(f)['row'])
+        rows.append({**json.load(f)['row'], **rest_online.cost(model_dir, phase, seconds)})
   files.write_json(
     model_dir_lib.ModelDir(model_dir).summary,
     {
