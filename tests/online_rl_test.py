@@ -166,6 +166,8 @@ def test_sharded_step_on_8_devices_equals_1_device(algorithm):
     old_log_probs=rng.normal(-2, 0.3, (rows, t)).astype(np.float32) * weights,
     ref_log_probs=rng.normal(-2, 0.3, (rows, t)).astype(np.float32) * weights,
     kl_coef=np.full(rows, 0.1, np.float32),
+    reward=rng.uniform(size=rows).astype(np.float32),
+    sample_kl=rng.uniform(size=rows).astype(np.float32),
   )
   if algorithm == 'ppo':
     batch.update(

@@ -37,7 +37,7 @@ from rest_jax.core import model_dir as model_dir_lib
 from rest_jax.core import train_state as train_state_lib
 from rest_jax.data import grow_sources, tasks
 from rest_jax.rewards import reward_fns
-from rest_jax.runs import evaluation, grow, online_rl_steps, policy_eval
+from rest_jax.runs import evaluation, grow, online_rl_steps, policy_eval, pretrained
 
 
 def online_rl(
@@ -63,7 +63,7 @@ def online_rl(
     eval_config: the validation split (selects `best/`).
     reward: scores every sample and the greedy validation outputs.
     init_checkpoint: the starting and reference (KL) policy, relative to
-      `MODEL_DIR/checkpoints` or absolute.
+      `MODEL_DIR/checkpoints` or absolute, or 'shipped:<name>' (`pretrained.py`).
     name: the phase name (checkpoints, eval files, summaries).
     mesh_config: device mesh.
     progress: progress bars.
@@ -82,12 +82,14 @@ def online_rl(
   tic = time.time()
   mesh = partitioning.make_mesh(mesh_config)
   shards = partitioning.num_batch_shards(mesh)
-  if config.minibatch_size % shards:
+  if config.minibatch_size % shards or config.sources_per_iteration % shards:
     raise errors.UserInputError(
-      f'OnlineRLConfig.minibatch_size={config.minibatch_size} must be a multiple of the '
-      f"mesh's {shards} batch shards."
+      f'OnlineRLConfig.minibatch_size={config.minibatch_size} and sources_per_iteration='
+      f"{config.sources_per_iteration} must be multiples of the mesh's {shards} batch shards."
     )
   model = models.EncoderDecoderModel(model_config)
+  if pretrained.is_shipped(init_checkpoint):  # A policy shipped in the package.
+    init_checkpoint = pretrained.install(init_checkpoint, model_dir)
   ref_params, _ = checkpoints.restore_params(
     paths.checkpoint(init_checkpoint),
     model.init_params_fn(config.input_length, config.target_length),

@@ -121,8 +121,9 @@ def make_loss_fn(model: models.EncoderDecoderModel, config: OnlineRLConfig):
 
   The batch holds the seq2seq features and the frozen inputs of `Rollouts`:
   'old_log_probs', 'ref_log_probs' [B, T], 'advantages' ([B, T] for PPO, [B]
-  otherwise), PPO's 'old_values' and 'returns' [B, T], and 'kl_coef' [B] (the
-  iteration's coefficient in every row).
+  otherwise), PPO's 'old_values' and 'returns' [B, T], 'kl_coef' [B] (the
+  iteration's coefficient in every row), and the samples' 'reward' and
+  'sample_kl' [B] (logged, with their length, as `sample_*` metrics).
 
   Args:
     model: the policy.
@@ -160,7 +161,15 @@ def make_loss_fn(model: models.EncoderDecoderModel, config: OnlineRLConfig):
       )
     entropy = losses.token_mean(rl_losses.token_entropy(logits), weights)
     loss = loss - config.entropy_coef * entropy
-    return loss, {**metrics, 'loss': loss, 'entropy': entropy}
+    # The samples' own figures: averaged over an iteration's steps (the loop logs
+    # once per iteration), each is the iteration's mean, as every row is seen
+    # `epochs` times.
+    rollout = {
+      'sample_reward': jnp.mean(batch['reward']),
+      'sample_kl': jnp.mean(batch['sample_kl']),
+      'sample_length': jnp.mean(weights.sum(-1)),
+    }
+    return loss, {**metrics, **rollout, 'loss': loss, 'entropy': entropy}
 
   return loss_fn
 
@@ -300,7 +309,7 @@ class Rollouts:
     }
     frozen = self._frozen(data, params, iteration)
     data.update(frozen)
-    kl = float(np.mean(frozen.pop('kl')))
+    kl = float(np.mean(frozen['sample_kl']))
     kl_coef = self._kl_coef(iteration)
     finished = (tokens == sampler.EOS_ID).any(-1)
     row = {
@@ -330,7 +339,7 @@ class Rollouts:
     return data
 
   def _frozen(self, data: dict, params: Any, iteration: int) -> dict[str, np.ndarray]:
-    """The loss's frozen inputs of the rows (`make_loss_fn`), plus each row's KL ('kl' [R])."""
+    """The loss's frozen inputs of the rows (`make_loss_fn`), and each row's 'sample_kl' [R]."""
     cfg = self.cfg
     batch = partitioning.shard_batch(data, self.mesh)
     with partitioning.axis_rules(self.mesh):
@@ -356,7 +365,7 @@ class Rollouts:
       kl = ((old - ref) * weights).sum(-1)
       adv = rl_losses.group_advantages(reward, cfg.num_samples, cfg.algorithm)
     out['advantages'] = np.asarray(adv, np.float32)
-    out['kl'] = np.asarray(kl, np.float32)
+    out['sample_kl'] = np.asarray(kl, np.float32)
     return out
 
 
