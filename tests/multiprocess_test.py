@@ -177,6 +177,8 @@ def test_two_processes_give_the_one_process_results(runs):
   for a, b in zip(rows_one, rows_two):
     assert a.keys() == b.keys()
     for key in a:
+      if key == 'seconds':  # Wall time differs between runs.
+        continue
       if isinstance(a[key], float):
         np.testing.assert_allclose(b[key], a[key], rtol=1e-4, atol=1e-5, err_msg=key)
       elif key != 'checkpoint':

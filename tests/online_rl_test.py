@@ -12,7 +12,7 @@ from rest_jax.core import checkpoints, files, models, optimizers, partitioning, 
 from rest_jax.core import model_dir as model_dir_lib
 from rest_jax.core import train_state as train_state_lib
 from rest_jax.rewards import reward_fns
-from rest_jax.runs import evaluation, online_rl, online_rl_steps
+from rest_jax.runs import evaluation, online_rl, online_rl_steps, rest_online
 
 L = 16
 MESH = partitioning.MeshConfig(num_devices=1)
@@ -123,7 +123,7 @@ def test_resume_inside_an_iteration_equals_the_uninterrupted_run(setup):
     files.read_jsonl(model_dir_lib.ModelDir(d).rollout_log('online_rl'))
     for d in (plain_dir, resumed_dir)
   ]
-  strip = lambda rows: [{k: v for k, v in r.items() if 'seconds' not in k} for r in rows]  # noqa: E731
+  strip = lambda rows: [{k: r[k] for k in r if 'seconds' not in k and k != 'started'} for r in rows]  # noqa: E731
   assert strip(logs[0]) == strip(logs[1])
   assert len({r['kl_coef'] for r in logs[0]}) == 3  # The adaptive coefficient moved.
   assert {k: plain[k] for k in ('best_step', 'reward', 'steps', 'distinct_samples')} == {
@@ -142,6 +142,12 @@ def test_resume_inside_an_iteration_equals_the_uninterrupted_run(setup):
   )
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  # Killed after training, before its result was written: the rerun trains
+  # nothing and still accounts for every iteration.
+  os.remove(model_dir_lib.ModelDir(resumed_dir).validation('online_rl'))
+  again = _run(setup, 'resumed', ShortOutput(), kl_target=1.0)[1]
+  for key in ('distinct_samples', 'sampled_tokens', 'train_tokens', 'iterations', 'best_step'):
+    assert again[key] == resumed[key], key
 
 
 # PPO's step (policy and value network in one state) covers the group-relative
@@ -206,6 +212,8 @@ def test_bad_configs_are_clear_errors():
     online_rl_steps.OnlineRLConfig(algorithm='dpo')
   with pytest.raises(errors.UserInputError, match='num_samples=1'):
     online_rl_steps.OnlineRLConfig(algorithm='grpo', num_samples=1)
+  with pytest.raises(errors.UserInputError, match='equal_time needs equal_samples'):
+    rest_online.OnlineArms(equal_samples=False)
   with pytest.raises(errors.UserInputError, match='minibatch_size=24'):
     online_rl_steps.OnlineRLConfig(sources_per_iteration=4, num_samples=4, minibatch_size=24)
 

@@ -31,7 +31,8 @@ come first; sequence-level inputs are [B]. Losses return `(loss, metrics)`.
 * The adaptive KL controller (`adaptive_kl_coef`), Ziegler et al.:
     e = clip(KL / target - 1, -0.2, 0.2),  kl_coef <- kl_coef (1 + e n / horizon),
   for n samples seen since the last update; a plain function of its state
-  (the coefficient), so a resumed run continues it from the checkpoint.
+  (the coefficient), which the caller keeps (`online_rl_steps` in its rollout
+  log), so a resumed run continues it.
 """
 
 from __future__ import annotations

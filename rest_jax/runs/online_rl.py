@@ -165,7 +165,8 @@ def online_rl(
   )
   best_params, best_step = checkpoints.restore_params(paths.best(name), init_fn, mesh)
   saver = checkpoints.Checkpointer(paths.policy(name), max_to_keep=1)
-  saver.save(best_step, {'params': best_params['policy']})
+  if best_step not in saver.all_steps():  # A rerun after a kill here may find it written.
+    saver.save(best_step, {'params': best_params['policy']})
   saver.close()
   best = next(r for r in loop.history if r['step'] == best_step)
   steps = int(loop.state.step)

@@ -137,7 +137,8 @@ def make_loss_fn(model: models.EncoderDecoderModel, config: OnlineRLConfig):
   value_model = models.ValueModel(model.config)
 
   def loss_fn(params, batch, rng):
-    logits = model.logits(params['policy'], batch, rng, enable_dropout=rng is not None)
+    del rng  # No dropout: the ratio to the sampling policy must be 1 before any update.
+    logits = model.logits(params['policy'], batch)
     weights = batch['decoder_loss_weights'].astype(jnp.float32)
     log_probs = models.token_log_probs(logits, batch['decoder_target_tokens'])
     if config.algorithm == 'ppo':
@@ -230,7 +231,9 @@ class Rollouts:
     self.sources, self.vocab, self.reward, self.mesh = sources, vocab, reward, mesh
     self.folder, self.log_path = paths.rollouts(phase), paths.rollout_log(phase)
     self.value_model = models.ValueModel(model.config)
-    self.log: list[dict] = []
+    # The iterations run so far (`start` drops those a resumed attempt redoes);
+    # read here too, so that a resume with no step left still accounts for them.
+    self.log: list[dict] = files.read_jsonl(self.log_path)
     self._data: dict[str, np.ndarray] | None = None
     self._iteration = -1
 
@@ -263,6 +266,13 @@ class Rollouts:
     with np.load(self._path(iteration)) as f:
       data = {k: f[k] for k in f.files}
     row = json.loads(str(data.pop('log_row')))
+    shape = (self.cfg.rows, self.cfg.target_length)
+    if data['decoder_target_tokens'].shape != shape or row.get('algorithm') != self.cfg.algorithm:
+      raise errors.UserInputError(
+        f'{self._path(iteration)} holds {data["decoder_target_tokens"].shape} rows of '
+        f'{row.get("algorithm")}, not the {shape} of {self.cfg.algorithm} this config draws: '
+        f"it is left from another run. Delete {self.folder} and the phase's checkpoints."
+      )
     if not any(r['iteration'] == iteration for r in self.log):
       self.log.append(row)
       files.write_jsonl(self.log_path, self.log)
@@ -314,6 +324,8 @@ class Rollouts:
     finished = (tokens == sampler.EOS_ID).any(-1)
     row = {
       'iteration': iteration,
+      'algorithm': cfg.algorithm,
+      'started': tic,  # Wall clock: the time between iterations (`rest_online.iterations`).
       'reward': float(reward.mean()),
       'reward_std': float(reward.std()),
       'kl': kl,

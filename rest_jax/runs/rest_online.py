@@ -9,8 +9,8 @@ With `rest.rest(online_arms=OnlineArms(...))` the plan ends with
                        ReST with one Grow step")
   eval_online_samples  its validation and test: a row like every other one
   online_time          the same, for as many iterations as fit in the wall time
-                       ReST's Grow and Improve phases took (at the per-iteration
-                       rate `online_samples` measured)
+                       ReST's Grow and Improve phases took, at the rate
+                       `online_samples` ran its iterations (`seconds_per_iteration`)
   eval_online_time     its row
 
 `cost` gives every row of the summary what its policy spent since the
@@ -24,6 +24,8 @@ import json
 import math
 import os
 
+from rest_jax import errors
+from rest_jax.core import files
 from rest_jax.core import model_dir as model_dir_lib
 from rest_jax.runs import online_rl, online_rl_steps, rest_state
 
@@ -39,6 +41,13 @@ class OnlineArms:
   config: online_rl_steps.OnlineRLConfig = online_rl_steps.OnlineRLConfig()
   equal_samples: bool = True  # Arm 'online_samples': ReST's first Grow round's sample count.
   equal_time: bool = True  # Arm 'online_time': the wall time of ReST's Grow + Improve phases.
+
+  def __post_init__(self):
+    if self.equal_time and not self.equal_samples:
+      raise errors.UserInputError(
+        'OnlineArms.equal_time needs equal_samples: the equal-time arm runs at the iteration '
+        'rate the equal-samples arm measured.'
+      )
 
 
 def plan(arms: OnlineArms | None) -> list[str]:
@@ -66,10 +75,26 @@ def iterations(model_dir: str, arm: str, config: online_rl_steps.OnlineRLConfig)
   by_samples = max(1, math.ceil(samples / config.rows))
   if arm == 'online_samples':
     return by_samples
-  done = _read(paths.validation('online_samples'))
   state = rest_state.read_state(model_dir) or {}
-  per_iteration = done['seconds'] / max(done['iterations'], 1)
-  return max(1, int(_rest_seconds(state.get('seconds', {})) / per_iteration))
+  return max(1, int(_rest_seconds(state.get('seconds', {})) / seconds_per_iteration(paths)))
+
+
+def seconds_per_iteration(paths: model_dir_lib.ModelDir) -> float:
+  """The wall time of one `online_samples` iteration: sampling, updates, its share of validation.
+
+  The mean time from one iteration's sampling to the next's, without the first
+  (compilation) and without gaps over a resume; the whole run's seconds per
+  iteration when fewer than three iterations ran.
+  """
+  starts = [r['started'] for r in files.read_jsonl(paths.rollout_log('online_samples'))]
+  gaps = [b - a for a, b in zip(starts, starts[1:])][1:]
+  if gaps:  # A resume leaves one long gap (or a negative one): drop it.
+    median = sorted(gaps)[len(gaps) // 2]
+    gaps = [g for g in gaps if 0 < g < 10 * median]
+  if gaps:
+    return sum(gaps) / len(gaps)
+  done = _read(paths.validation('online_samples'))
+  return done['seconds'] / max(done['iterations'], 1)
 
 
 def run_arm(ctx, arm: str) -> dict:
@@ -84,8 +109,6 @@ def run_arm(ctx, arm: str) -> dict:
     target_length=ctx.grow_config.target_length,
     seed=ctx.seed,
   )
-  if arm == 'online_time' and not arms.equal_samples:
-    raise ValueError('OnlineArms.equal_time needs equal_samples: it measures the iteration rate.')
   config = dataclasses.replace(config, num_iterations=iterations(ctx.model_dir, arm, config))
   return online_rl.online_rl(
     model_dir=ctx.model_dir,
