@@ -11,7 +11,6 @@ import test_utils
 from rest_jax import errors
 from rest_jax.core import (
   checkpoints,
-  files,
   filtering,
   models,
   network,
@@ -20,16 +19,14 @@ from rest_jax.core import (
 )
 from rest_jax.core import model_dir as model_dir_lib
 from rest_jax.data import grow_io, tasks
-from rest_jax.rewards import corruptions, reward_fns, reward_model
+from rest_jax.rewards import corruptions, reward_model
 from rest_jax.runs import (
   bc,
   evaluation,
   grow,
   improve,
   infer,
-  online_rl_steps,
   rest,
-  rest_online,
   rest_phases,
   rest_rewards,
   rest_state,
@@ -79,7 +76,7 @@ def _rm_phase(task, **judgments):
   )
 
 
-def _run(task, model_dir, *, max_phases=None, **overrides):
+def run_rest(task, model_dir, *, max_phases=None, **overrides):
   kwargs = dict(
     model_dir=model_dir,
     model_config=test_utils.tiny_config(vocab_size=128),
@@ -142,7 +139,7 @@ def _params(model_dir, checkpoint):
 @pytest.fixture(scope='module')
 def full_run(corpus, tmp_path_factory):
   model_dir = str(tmp_path_factory.mktemp('rest_full') / 'run')
-  return model_dir, _run(corpus, model_dir)
+  return model_dir, run_rest(corpus, model_dir)
 
 
 def test_loop_end_to_end(full_run, corpus):
@@ -299,7 +296,7 @@ def test_resume_after_every_phase_equals_uninterrupted(full_run, corpus, tmp_pat
   plan = rest_phases.plan(1, 2, bc=True, rm=True, judge=True, control=True)
   assert plan == rest_phases.plan(2, 2, bc=True, rm=True, judge=True, control=True)[: len(plan)]
   for n in range(1, len(plan) + 1):
-    _run(corpus, model_dir, max_phases=1, num_grow_rounds=1)
+    run_rest(corpus, model_dir, max_phases=1, num_grow_rounds=1)
     state = rest_state.read_state(model_dir)
     assert state['finished'] == plan[:n] and state['current'] is None
   rows = rest_summary.read_summary(model_dir)
@@ -316,90 +313,7 @@ def test_resume_after_every_phase_equals_uninterrupted(full_run, corpus, tmp_pat
   g1 = grow_io.read_manifest(model_dir_lib.ModelDir(model_dir).grow_round(1))
   assert [s['sha256'] for s in g1['shards']] == [s['sha256'] for s in full_g1['shards']]
   # A finished run does nothing more and returns the same rows.
-  assert strip(_run(corpus, model_dir, num_grow_rounds=1)) == strip(full_rows[:4])
-
-
-def test_rest_em_restarts_every_iteration_from_base_and_online_arms_follow(corpus, tmp_path):
-  model_dir = str(tmp_path / 'run')
-  test_utils.save_random_policy(model_dir, test_utils.tiny_config(vocab_size=128), step=1)
-  rows = _run(
-    corpus,
-    model_dir,
-    initial_policy='bc/best',
-    reward=reward_fns.Binarized(reward_fns.SentenceChrF(), threshold=0.05),
-    grow_config=grow.GrowConfig(
-      task=corpus,
-      max_sources=16,
-      sources_per_shard=16,
-      batch_size=8,
-      input_length=L,
-      target_length=L,
-      human_fraction=0.0,
-    ),
-    improve_config=improve.ImproveConfig(
-      loss='reward_weighted',
-      init_from='base',
-      schedule=filtering.TopKPerSource(k=1, min_reward=0.5),
-      min_kept=filtering.MinKeptPolicy(min_examples=1),
-      num_train_steps=2,
-      batch_size=8,
-      input_length=L,
-      target_length=L,
-      eval_period=2,
-      pack=False,
-    ),
-    num_improve_steps=1,
-    judge_phase=None,
-    control=False,
-    online_arms=rest_online.OnlineArms(
-      online_rl_steps.OnlineRLConfig(
-        algorithm='grpo',
-        sources_per_iteration=4,
-        num_samples=2,
-        epochs=1,
-        minibatch_size=8,
-        learning_rate=1e-3,
-        eval_every=2,
-      )
-    ),
-  )
-  state = rest_state.read_state(model_dir)
-  arms = ['online_samples', 'eval_online_samples', 'online_time', 'eval_online_time']
-  assert state['plan'] == rest_phases.plan(2, 1, bc=False, rm=False) + arms
-  # The online arms: as many samples as Grow round 1 (16 sources x 2), and the
-  # ReST phases' wall time at the measured rate; every row says what it cost.
-  by_phase = {r['phase']: r for r in rows}
-  assert (
-    by_phase['online_samples']['samples'] == 32 == by_phase['online_samples']['n_train_examples']
-  )
-  assert by_phase['online_samples']['loss_name'] == 'grpo'
-  rest_seconds = sum(s for p, s in state['seconds'].items() if p.startswith(('grow', 'improve')))
-  paths = model_dir_lib.ModelDir(model_dir)
-  done = [json.load(open(paths.validation(a))) for a in ('online_samples', 'online_time')]
-  # The rate: the mean time between online_samples' samplings, the first gap (compiling) left out.
-  starts = [r['started'] for r in files.read_jsonl(paths.rollout_log('online_samples'))]
-  gaps = np.diff(starts)[1:]
-  assert len(starts) == 4 and done[1]['iterations'] == max(1, int(rest_seconds / gaps.mean()))
-  assert rows[0]['samples'] == rows[0]['train_tokens'] == rows[0]['seconds'] == 0  # BC.
-  assert [r['samples'] for r in rows[1:3]] == [32, 64]  # ReST (G=1), (G=2): both rounds.
-  assert all(r['seconds'] > 0 and r['train_tokens'] > 0 for r in rows[1:])
-  html = open(os.path.join(model_dir_lib.ModelDir(model_dir).report, 'report.html')).read()
-  assert 'Online GRPO (equal samples)' in html and 'Online GRPO (equal time)' in html
-  assert 'reward_per_cost.png' in html and 'Distinct samples' in html
-  rows = rows[:3]
-  # Grow samples the latest policy; every Improve starts again from the base.
-  assert state['policies'] == {
-    'grow_g1': 'bc/best',
-    'improve_g1_i1': 'bc/best',
-    'grow_g2': 'g1_i1/best',
-    'improve_g2_i1': 'bc/best',
-  }
-  for g in (1, 2):
-    cols = grow_io.read_records(model_dir_lib.ModelDir(model_dir).grow_round(g))
-    assert not cols['is_human'].any()  # ReST-EM adds no human data.
-    assert set(np.unique(cols['reward'])) <= {0.0, 1.0}
-  assert [r['loss_name'] for r in rows[1:]] == ['reward_weighted'] * 2
-  assert all(r['tau'] == 0.5 for r in rows[1:])
+  assert strip(run_rest(corpus, model_dir, num_grow_rounds=1)) == strip(full_rows[:4])
 
 
 def test_restart_with_another_config_is_a_clear_error(tmp_path):
