@@ -89,7 +89,7 @@ def test_reward_rises_and_the_run_accounts_for_what_it_spent(setup, algorithm):
     ShortOutput(),
     algorithm=algorithm,
     num_iterations=10,
-    eval_every=5,
+    eval_every=10,
   )
   log = files.read_jsonl(model_dir_lib.ModelDir(model_dir).rollout_log('online_rl'))
   rewards = [r['reward'] for r in log]
@@ -99,7 +99,7 @@ def test_reward_rises_and_the_run_accounts_for_what_it_spent(setup, algorithm):
   assert result['train_tokens'] == 10 * 4 * 16 * L  # Steps x minibatch rows x length.
   assert result['sampled_tokens'] == sum(r['sampled_tokens'] for r in log)
   assert result['steps'] == 10 * 4 and result['seconds'] > 0
-  assert result['best_step'] in (0, 20, 40) and 'reward' in result and 'bleu' in result
+  assert result['best_step'] in (0, 40) and 'reward' in result and 'bleu' in result
   # The exported best policy is a plain policy checkpoint.
   params, step = checkpoints.restore_params(
     os.path.join(model_dir, 'checkpoints', 'online_rl', 'policy'),

@@ -65,7 +65,7 @@ def test_rest_em_restarts_every_iteration_from_base_and_online_arms_follow(corpu
         epochs=1,
         minibatch_size=8,
         learning_rate=1e-3,
-        eval_every=2,
+        eval_every=4,
       )
     ),
   )
