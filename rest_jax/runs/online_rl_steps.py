@@ -17,7 +17,6 @@ one optimizer, one train step. GRPO and RLOO have no value network.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import glob
 import io
 import json
@@ -31,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rest_jax import errors
-from rest_jax.core import files, losses, models, partitioning, rl_losses, sampler
+from rest_jax.core import files, improve_losses, losses, models, partitioning, rl_losses, sampler
 
 ALGORITHMS = ('ppo', 'grpo', 'rloo')
 
@@ -102,18 +101,6 @@ class OnlineRLConfig:
   def num_train_steps(self) -> int:
     """Optimizer steps of the whole run."""
     return self.num_iterations * self.steps_per_iteration
-
-
-@functools.partial(jax.jit, static_argnums=(0,))
-def token_log_probs(model: models.EncoderDecoderModel, params: Any, batch: dict) -> jax.Array:
-  """[B, T] log-probabilities of `batch['decoder_target_tokens']` under `params` (jitted)."""
-  return models.token_log_probs(model.logits(params, batch), batch['decoder_target_tokens'])
-
-
-@functools.partial(jax.jit, static_argnums=(0,))
-def token_values(value_model: models.ValueModel, params: Any, batch: dict) -> jax.Array:
-  """[B, T] values V(s_t) of the batch's targets under the value network `params` (jitted)."""
-  return value_model.values(params, batch)
 
 
 def make_loss_fn(model: models.EncoderDecoderModel, config: OnlineRLConfig):
@@ -317,10 +304,9 @@ class Rollouts:
       'decoder_loss_weights': weights,
       'reward': reward,
     }
-    frozen = self._frozen(data, params, iteration)
-    data.update(frozen)
-    kl = float(np.mean(frozen['sample_kl']))
     kl_coef = self._kl_coef(iteration)
+    data.update(self._frozen(data, params, kl_coef))
+    kl = float(np.mean(data['sample_kl']))
     finished = (tokens == sampler.EOS_ID).any(-1)
     row = {
       'iteration': iteration,
@@ -350,17 +336,19 @@ class Rollouts:
     files.write_jsonl(self.log_path, self.log)
     return data
 
-  def _frozen(self, data: dict, params: Any, iteration: int) -> dict[str, np.ndarray]:
+  def _frozen(self, data: dict, params: Any, kl_coef: float) -> dict[str, np.ndarray]:
     """The loss's frozen inputs of the rows (`make_loss_fn`), and each row's 'sample_kl' [R]."""
     cfg = self.cfg
     batch = partitioning.shard_batch(data, self.mesh)
     with partitioning.axis_rules(self.mesh):
-      old = token_log_probs(self.model, params['policy'], batch)
-      ref = token_log_probs(self.model, self.ref_params, batch)
-      values = token_values(self.value_model, params['value'], batch) if 'value' in params else None
+      # The jitted teacher-forced passes Improve uses for its frozen networks.
+      old = improve_losses.lagged_log_probs(self.model, params['policy'], batch)
+      ref = improve_losses.lagged_log_probs(self.model, self.ref_params, batch)
+      values = None
+      if 'value' in params:
+        values = improve_losses.values(self.value_model, params['value'], batch)
     old, ref = np.asarray(jax.device_get(old)), np.asarray(jax.device_get(ref))
     weights, reward = data['decoder_loss_weights'], data['reward']
-    kl_coef = self._kl_coef(iteration)
     out = {
       'old_log_probs': old,
       'ref_log_probs': ref,

@@ -173,7 +173,7 @@ def cost(model_dir: str, eval_phase: str, seconds: dict[str, float]) -> dict:
 def _improve_phases(paths: model_dir_lib.ModelDir, prefix: str) -> list[tuple[str, int, int]]:
   """(result path, g, i) of every finished Improve step (or control step, `prefix`)."""
   out = []
-  folder = os.path.dirname(paths.validation('x'))
+  folder = paths.path('eval')
   for file in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
     stem = file.removesuffix('_validation.json')
     if file.endswith('_validation.json') and stem.startswith(f'{prefix}g'):
