@@ -56,11 +56,11 @@ class Checkpointer:
       of the most recent (metrics must be passed to `save`). A step enters
       only if it ranks among them: with `max_to_keep=1`, only if its metric is
       strictly better than the kept one's (ties keep the earlier step).
+    best_mode: 'max' or 'min' for `best_metric`.
     async_save: `save` returns once the arrays are copied to host memory and
       writes them in a background thread (Orbax's async checkpointing), so
       training goes on meanwhile; the next `save`, `wait` and `close` wait for
       it. Only without `best_metric` (whose ranking reads what was saved).
-    best_mode: 'max' or 'min' for `best_metric`.
   """
 
   def __init__(
