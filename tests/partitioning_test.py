@@ -1,9 +1,10 @@
 """Data, FSDP and tensor parallelism: every mesh computes what one device does.
 
 On 8 fake CPU devices, meshes (data, fsdp, model) = (8,1,1), (2,2,2) and
-(1,1,8) must give the policy's loss and gradients, the value model's and the
-reward model's, and the sampler's tokens of a single device, within float
-tolerance (summation order differs across shards).
+(1,1,8) must give the policy's loss and gradients (encoder-decoder and
+decoder-only), the value model's and the reward model's, and the sampler's
+tokens of a single device, within float tolerance (summation order differs
+across shards).
 """
 
 import flax.linen as nn
@@ -13,7 +14,7 @@ import pytest
 import test_utils
 from jax.sharding import PartitionSpec as P
 
-from rest_jax.core import models, multihost, optimizers, partitioning
+from rest_jax.core import models, multihost, network, optimizers, partitioning
 from rest_jax.core import sampler as sampler_lib
 from rest_jax.core import train_state as train_state_lib
 from rest_jax.rewards import reward_model
@@ -22,6 +23,10 @@ MESHES = [(8, 1, 1), (2, 2, 2), (1, 1, 8)]
 L = 8
 # Heads, MLP width and vocabulary divisible by 8, so model=8 splits them all.
 CONFIG = test_utils.tiny_config(num_heads=8, head_dim=2, mlp_dim=32, vocab_size=64)
+# The decoder-only LM with grouped-query attention: 16 query heads on 8 key/value heads.
+LM_CONFIG = network.DecoderConfig(
+  vocab_size=64, emb_dim=16, num_heads=16, num_kv_heads=8, head_dim=2, mlp_dim=32, num_layers=2
+)
 
 
 def _mesh(shape):
@@ -61,10 +66,12 @@ def _rm_batch():
 
 def _models():
   policy = models.EncoderDecoderModel(CONFIG)
+  lm = models.DecoderOnlyModel(LM_CONFIG)
   value = models.ValueModel(CONFIG)
   rm_config = reward_model.RewardModelConfig(encoder=CONFIG, max_length=12)
   return {
     'policy': (policy.loss_fn, lambda r: policy.init(r, L, L)['params'], _policy_batch),
+    'lm_policy': (lm.loss_fn, lambda r: lm.init(r, L, L)['params'], _policy_batch),
     'value': (value.loss_fn, lambda r: value.init(r, L, L)['params'], _policy_batch),
     'reward_model': (
       reward_model.make_loss_fn(rm_config),
@@ -85,7 +92,7 @@ def references():
 
 
 @pytest.mark.parametrize('shape', MESHES, ids=lambda s: 'x'.join(map(str, s)))
-@pytest.mark.parametrize('name', ['policy', 'value', 'reward_model'])
+@pytest.mark.parametrize('name', ['policy', 'lm_policy', 'value', 'reward_model'])
 def test_loss_and_grads_match_one_device(name, shape, references):
   loss_fn, init_fn, batch_fn = _models()[name]
   mesh = _mesh(shape)
@@ -144,13 +151,19 @@ def test_activation_constraints_are_in_the_program():
   assert text.count('sharding_constraint') + text.count('@Sharding') >= 4
 
 
+_POLICIES = {
+  'policy': lambda: models.EncoderDecoderModel(CONFIG),
+  'lm_policy': lambda: models.DecoderOnlyModel(LM_CONFIG),
+}
+
+
 @pytest.fixture(scope='module')
 def reference_samples():
-  return _sample(None)
+  return {name: _sample(None, name) for name in _POLICIES}
 
 
-def _sample(shape):
-  model = models.EncoderDecoderModel(CONFIG)
+def _sample(shape, name):
+  model = _POLICIES[name]()
   mesh = _mesh(shape)
   params = _place(lambda r: model.init(r, L, L)['params'], mesh)
   sampler = sampler_lib.Sampler(model, params, mesh, num_samples=3, max_length=L, temperature=1.0)
@@ -159,9 +172,10 @@ def _sample(shape):
 
 
 @pytest.mark.parametrize('shape', MESHES, ids=lambda s: 'x'.join(map(str, s)))
-def test_sampler_tokens_match_one_device(shape, reference_samples):
-  tokens, log_probs = _sample(shape)
-  ref_tokens, ref_log_probs = reference_samples
+@pytest.mark.parametrize('name', list(_POLICIES))
+def test_sampler_tokens_match_one_device(shape, name, reference_samples):
+  tokens, log_probs = _sample(shape, name)
+  ref_tokens, ref_log_probs = reference_samples[name]
   assert tokens.shape == (8, 3, L)
   np.testing.assert_array_equal(tokens, ref_tokens)
   np.testing.assert_allclose(log_probs, ref_log_probs, rtol=1e-4, atol=1e-4)

@@ -1,11 +1,14 @@
-"""The building blocks of the T5 v1.1 network (`network.py`), in Flax with logical axis names.
+"""The building blocks of the networks in `network.py`, in Flax with logical axis names.
 
 RMSNorm ("T5 LayerNorm", float32, no bias), the projections and the embedding
 (created with `nn.with_logical_partitioning`), T5's bucketed relative position
 biases, multi-head attention with its decoding cache (no 1/sqrt(d) scaling:
-folded into the query initialisation), and the (gated) MLP. Each takes the
-frozen `network.T5Config` as `cfg` (read, not imported: `network` imports this
-module). Shapes: B batch, S/L length, E emb_dim, H heads, D head_dim, M mlp_dim.
+folded into the query initialisation), and the (gated) MLP. The decoder-only
+LM adds rotary position embeddings and causal self-attention with grouped
+query heads (`CausalSelfAttention`). Each takes the frozen `network.T5Config`
+or `network.DecoderConfig` as `cfg` (read, not imported: `network` imports
+this module; both have the fields read here). Shapes: B batch, S/L length,
+E emb_dim, H heads, G kv heads, D head_dim, M mlp_dim.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 if TYPE_CHECKING:
-  from rest_jax.core.network import T5Config
+  from rest_jax.core.network import DecoderConfig, T5Config
 
 # MLP activations by name. 'gelu' is the tanh approximation (T5 v1.1, HF's gelu_new).
 # T5Config.attention: 'einsum', or an implementation of jax.nn.dot_product_attention.
@@ -45,7 +48,7 @@ def dense_init(scale: float = 1.0) -> nn.initializers.Initializer:
 class RMSNorm(nn.Module):
   """T5 layer norm: `x / rms(x) * scale`, no bias, no centring."""
 
-  config: T5Config
+  config: T5Config | DecoderConfig
   epsilon: float = 1e-6
 
   @nn.compact
@@ -68,9 +71,10 @@ class DenseGeneral(nn.Module):
 
   features: tuple[int, ...]
   kernel_axes: tuple[str, ...]
-  config: T5Config
+  config: T5Config | DecoderConfig
   kernel_init_scale: float = 1.0
   contract_dims: int = 1
+  use_bias: bool = False  # A bias over the output axes (Qwen2's q/k/v projections).
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -97,18 +101,28 @@ class DenseGeneral(nn.Module):
     contracted = int(np.prod(x.shape[x.ndim - self.contract_dims :]))
     x2 = x.reshape(int(np.prod(batch_shape)), contracted).astype(dtype)
     y = jnp.dot(x2, kernel.reshape(contracted, int(np.prod(self.features))).astype(dtype))
-    return y.reshape(*batch_shape, *self.features)
+    y = y.reshape(*batch_shape, *self.features)
+    if self.use_bias:
+      bias = self.param(
+        'bias',
+        nn.with_logical_partitioning(nn.initializers.zeros, self.kernel_axes[self.contract_dims :]),
+        self.features,
+        jnp.dtype(self.config.param_dtype),
+      )
+      y = y + bias.astype(dtype)
+    return y
 
 
 class Embed(nn.Module):
   """Token embedding table [V, E]; `attend` gives logits for tied outputs."""
 
-  config: T5Config
+  config: T5Config | DecoderConfig
+  stddev: float = 1.0  # Of the normal initialisation (T5: 1.0).
 
   def setup(self):
     self.embedding = self.param(
       'embedding',
-      nn.with_logical_partitioning(nn.initializers.normal(stddev=1.0), ('vocab', 'embed')),
+      nn.with_logical_partitioning(nn.initializers.normal(stddev=self.stddev), ('vocab', 'embed')),
       (self.config.vocab_size, self.config.emb_dim),
       jnp.dtype(self.config.param_dtype),
     )
@@ -303,7 +317,7 @@ class GatedMlp(nn.Module):
   single activation the projection is named `wi` (original T5: `wo(relu(wi x))`).
   """
 
-  config: T5Config
+  config: T5Config | DecoderConfig
 
   @nn.compact
   def __call__(self, x: jax.Array, enable_dropout: bool = False) -> jax.Array:
@@ -324,8 +338,120 @@ class GatedMlp(nn.Module):
     )(h)
 
 
-def dropout(cfg: T5Config, x: jax.Array, enable: bool) -> jax.Array:
+def dropout(cfg: T5Config | DecoderConfig, x: jax.Array, enable: bool) -> jax.Array:
   # One mask per example and feature, shared across positions (t5x's broadcast_dims).
   if enable and cfg.dropout_rate > 0:
     return nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(x, deterministic=False)
   return x
+
+
+def rotary_embedding(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
+  """Rotary position embedding (RoPE) of `x` [B, L, N, D] at `positions` [B, L].
+
+  The two halves of each head's features form the rotated pairs (feature i
+  with i + D/2), at frequencies theta^(-2i/D): the layout of Llama, Qwen2 and
+  Gemma checkpoints (`rotate_half`). Computed in float32.
+
+  Returns:
+    [B, L, N, D] in `x`'s dtype.
+  """
+  half = x.shape[-1] // 2
+  inv_freq = 1.0 / (theta ** (jnp.arange(half, dtype=jnp.float32) * 2.0 / x.shape[-1]))
+  angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, L, D/2]
+  cos, sin = jnp.cos(angles)[:, :, None, :], jnp.sin(angles)[:, :, None, :]
+  x32 = x.astype(jnp.float32)
+  x1, x2 = x32[..., :half], x32[..., half:]
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+
+
+_QUERY_NAMES = ('activation_batch', 'activation_length', 'activation_heads', 'activation_kv')
+
+
+class CausalSelfAttention(nn.Module):
+  """Self-attention of a decoder-only LM: rotary positions, grouped query heads.
+
+  H query heads share G = `num_kv_heads` key/value heads (H/G queries per
+  group; G = H is multi-head attention, G = 1 multi-query). Logits are scaled
+  by D^-0.5. The mask (causal, padding, segments) arrives as an additive bias.
+  In decode mode the Q new tokens' keys/values (Q = the prompt when
+  prefilling, 1 per sampling step) are written into a static cache
+  [B, G, cache_length, D] at `cache_index`, and the queries attend to the
+  whole cache (the bias masks the slots not written yet).
+  """
+
+  config: DecoderConfig
+
+  @nn.compact
+  def __call__(
+    self,
+    x: jax.Array,
+    positions: jax.Array,
+    bias: jax.Array,
+    *,
+    decode: bool = False,
+    cache_index: jax.Array | None = None,
+    cache_length: int | None = None,
+    enable_dropout: bool = False,
+  ) -> jax.Array:
+    """Attends `x` [B, Q, E] to itself (or to the cache); returns [B, Q, E].
+
+    Args:
+      x: the layer's normalised input [B, Q, E].
+      positions: rotary positions [B, Q] int32 (per row: prompts of any length).
+      bias: additive mask [B|1, 1, Q, K]; K = Q, or `cache_length` when decoding.
+      decode: write into (and read) the cache.
+      cache_index: int32 scalar, the cache slot of the first of the Q tokens.
+      cache_length: K, the cache's length (static).
+      enable_dropout: dropout on the attention weights.
+    """
+    cfg = self.config
+    heads, groups, dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    proj = functools.partial(DenseGeneral, config=cfg, use_bias=cfg.qkv_bias)
+    q = proj(features=(heads, dim), kernel_axes=('embed', 'heads', 'kv'), name='query')(x)
+    k = proj(features=(groups, dim), kernel_axes=('embed', 'kv_heads', 'kv'), name='key')(x)
+    v = proj(features=(groups, dim), kernel_axes=('embed', 'kv_heads', 'kv'), name='value')(x)
+    q = rotary_embedding(q, positions, cfg.rope_theta) * jnp.asarray(dim**-0.5, q.dtype)
+    k = rotary_embedding(k, positions, cfg.rope_theta)
+    q = constraint(
+      q, ('activation_batch', 'activation_length', 'activation_heads', 'activation_kv')
+    )
+    kv_names = ('activation_batch', 'activation_length', 'activation_kv_heads', 'activation_kv')
+    k, v = constraint(k, kv_names), constraint(v, kv_names)
+    if decode:
+      k, v = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2)  # [B, G, Q, D]
+      shape = (k.shape[0], groups, cache_length, dim)
+      cached_key = self.variable('cache', 'cached_key', jnp.zeros, shape, k.dtype)
+      cached_value = self.variable('cache', 'cached_value', jnp.zeros, shape, v.dtype)
+      start = (0, 0, cache_index, 0)
+      cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, k, start)
+      cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, v, start)
+      k, v = cached_key.value, cached_value.value
+    elif cfg.attention != 'einsum' and not (enable_dropout and cfg.dropout_rate > 0):
+      out = jax.nn.dot_product_attention(
+        q, k, v, bias=bias.astype(q.dtype), scale=1.0, implementation=cfg.attention
+      )  # Grouped heads natively: k, v [B, K, G, D].
+      return self._output(out)
+    else:
+      k, v = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2)
+    batch, length = q.shape[:2]
+    q = q.reshape(batch, length, groups, heads // groups, dim)  # [B, Q, G, H/G, D]
+    logits = jnp.einsum('bqgnd,bgkd->bgnqk', q, k).astype(jnp.float32)
+    logits = logits + bias.astype(jnp.float32)[:, :, None]  # [B, G, H/G, Q, K]
+    weights = jax.nn.softmax(logits, axis=-1).astype(cfg.activation_dtype)
+    if enable_dropout and cfg.dropout_rate > 0:
+      weights = nn.Dropout(cfg.dropout_rate)(weights, deterministic=False)
+    out = jnp.einsum('bgnqk,bgkd->bqgnd', weights, v).reshape(batch, length, heads, dim)
+    return self._output(out)
+
+  def _output(self, out: jax.Array) -> jax.Array:
+    """Projects the heads' outputs [B, Q, H, D] back to [B, Q, E]."""
+    out = constraint(
+      out, ('activation_batch', 'activation_length', 'activation_heads', 'activation_kv')
+    )
+    return DenseGeneral(
+      features=(self.config.emb_dim,),
+      kernel_axes=('heads', 'kv', 'embed'),
+      config=self.config,
+      contract_dims=2,
+      name='out',
+    )(out)

@@ -1,8 +1,10 @@
-"""EncoderDecoderModel: the policy's loss, scoring and sampling.
+"""The policies (EncoderDecoderModel, DecoderOnlyModel): loss, scoring and sampling.
 
-Wraps `network.Transformer` (the Flax module) and `decoding.temperature_sample`
-(the sampler) behind three pure functions, which is all that trainers and the
-Grow step depend on:
+Each wraps a Flax module (`network.Transformer`, T5 v1.1; or
+`network.DecoderOnlyTransformer`, a Llama-shaped LM reading prompt then
+completion) and `decoding.temperature_sample` (the sampler) behind three pure
+functions, which is all that trainers and the Grow step depend on
+(`make_model` picks the class from the network config):
 
 * `loss_fn(params, batch, rng) -> (loss, metrics)`: token-level NLL.
 * `score_batch(params, batch) -> [B]`: sequence log-likelihood of targets.
@@ -25,6 +27,7 @@ import numpy as np
 from rest_jax.core import decoding, losses, network
 
 Batch = Mapping[str, jax.Array]
+_NEG_INF = -1e10  # Masked attention bias (as network.py).
 
 
 @jax.custom_vjp
@@ -59,12 +62,15 @@ def _token_log_probs_bwd(residuals, g):
 token_log_probs.defvjp(_token_log_probs_fwd, _token_log_probs_bwd)
 
 
-class EncoderDecoderModel:
-  """A T5 v1.1 encoder-decoder policy (no gin, no state)."""
+class PolicyModel:
+  """What every policy shares: the BC loss and scoring on top of `logits`.
 
-  def __init__(self, config: network.T5Config):
-    self.config = config
-    self.module = network.Transformer(config)
+  Subclasses set `config` and `module` and define `init`, `logits` and
+  `predict_batch` on the feature-converter batches of the module docstring.
+  """
+
+  config: Any
+  module: Any
 
   # Equal configs make equal models, so jitted functions that take the model as
   # a static argument compile once per config, not once per instance.
@@ -74,31 +80,19 @@ class EncoderDecoderModel:
   def __hash__(self) -> int:
     return hash((type(self), self.config))
 
-  def init(self, rng: jax.Array, input_length: int, target_length: int) -> dict:
-    """Returns boxed (logically partitioned) variables {'params': ...}."""
-    enc = jnp.ones((1, input_length), jnp.int32)
-    dec = jnp.ones((1, target_length), jnp.int32)
-    return self.module.init(rng, enc, dec, dec, enable_dropout=False)
-
   def init_params_fn(self, input_length: int, target_length: int) -> Callable[[jax.Array], Any]:
     """`rng -> boxed params` for [B, S] inputs and [B, T] targets (for states and restores)."""
     return lambda rng: self.init(rng, input_length, target_length)['params']
 
+  def init(self, rng: jax.Array, input_length: int, target_length: int) -> dict:
+    """Returns boxed (logically partitioned) variables {'params': ...}."""
+    raise NotImplementedError
+
   def logits(
     self, params, batch: Batch, rng: jax.Array | None = None, enable_dropout: bool = False
   ) -> jax.Array:
-    """Teacher-forced logits [B, T, V] (float32); packed batches need segment ids."""
-    rngs = {'dropout': rng} if enable_dropout and rng is not None else None
-    return self.module.apply(
-      {'params': params},
-      batch['encoder_input_tokens'],
-      batch['decoder_input_tokens'],
-      batch['decoder_target_tokens'],
-      enable_dropout=enable_dropout,
-      encoder_segment_ids=batch.get('encoder_segment_ids'),
-      decoder_segment_ids=batch.get('decoder_segment_ids'),
-      rngs=rngs,
-    )
+    """Teacher-forced logits [B, T, V] (float32) of the targets."""
+    raise NotImplementedError
 
   def loss_fn(self, params, batch: Batch, rng: jax.Array | None) -> tuple[jax.Array, dict]:
     """Mean token NLL over `decoder_loss_weights` (the BC loss).
@@ -135,6 +129,36 @@ class EncoderDecoderModel:
     logits = self.logits(params, batch)
     lp = token_log_probs(logits, batch['decoder_target_tokens'])
     return (lp * batch['decoder_loss_weights'].astype(jnp.float32)).sum(-1)
+
+
+class EncoderDecoderModel(PolicyModel):
+  """A T5 v1.1 encoder-decoder policy (no gin, no state)."""
+
+  def __init__(self, config: network.T5Config):
+    self.config = config
+    self.module = network.Transformer(config)
+
+  def init(self, rng: jax.Array, input_length: int, target_length: int) -> dict:
+    """Returns boxed (logically partitioned) variables {'params': ...}."""
+    enc = jnp.ones((1, input_length), jnp.int32)
+    dec = jnp.ones((1, target_length), jnp.int32)
+    return self.module.init(rng, enc, dec, dec, enable_dropout=False)
+
+  def logits(
+    self, params, batch: Batch, rng: jax.Array | None = None, enable_dropout: bool = False
+  ) -> jax.Array:
+    """Teacher-forced logits [B, T, V] (float32); packed batches need segment ids."""
+    rngs = {'dropout': rng} if enable_dropout and rng is not None else None
+    return self.module.apply(
+      {'params': params},
+      batch['encoder_input_tokens'],
+      batch['decoder_input_tokens'],
+      batch['decoder_target_tokens'],
+      enable_dropout=enable_dropout,
+      encoder_segment_ids=batch.get('encoder_segment_ids'),
+      decoder_segment_ids=batch.get('decoder_segment_ids'),
+      rngs=rngs,
+    )
 
   def _init_cache(self, params, encoded, encoder_input_tokens, max_decode_length):
     """The decode cache for B rows: zeroed self-attention K/V buffers [B, H, L, D]
@@ -227,6 +251,179 @@ class EncoderDecoderModel:
     return tokens.reshape(shape), log_probs.reshape(shape)
 
 
+def prompt_completion_layout(batch: Batch, config: network.DecoderConfig) -> dict[str, jax.Array]:
+  """One decoder-only sequence per row from an encoder-decoder batch.
+
+  Row b is `prompt_b` (the S slots of `encoder_input_tokens`, padding
+  included) followed by the T slots of `decoder_input_tokens` (`start_id`
+  first, then the completion shifted right). Padding stays where it is and is
+  masked; rotary positions count real tokens per row, so a prompt of n tokens
+  puts the completion at positions n, n+1, ...: per-row positions, not left
+  padding. Packed batches (segment ids and positions of seqio's feature
+  converter) give each segment its own prompt and completion.
+
+  Returns:
+    tokens [B, S+T] int32, positions [B, S+T] int32, bias [B, 1, S+T, S+T].
+  """
+  prompt = batch['encoder_input_tokens']
+  targets = batch['decoder_target_tokens']
+  prompt_valid = prompt != config.pad_id  # [B, S]
+  valid = jnp.concatenate([prompt_valid, targets != config.pad_id], axis=1)
+  prompt_segments = batch.get('encoder_segment_ids')
+  if prompt_segments is None:
+    completion_start = jnp.zeros(targets.shape, bool).at[:, 0].set(True)
+    prompt_positions = jnp.maximum(jnp.cumsum(prompt_valid, axis=1) - 1, 0)
+    offset = jnp.broadcast_to(jnp.arange(targets.shape[1]), targets.shape)
+    prompt_length = prompt_valid.sum(axis=1, keepdims=True)  # [B, 1]
+    segments = None
+  else:
+    completion_segments = batch['decoder_segment_ids']
+    offset = batch['decoder_positions']
+    completion_start = offset == 0
+    prompt_positions = batch['encoder_positions']
+    same = completion_segments[:, :, None] == prompt_segments[:, None, :]  # [B, T, S]
+    prompt_length = (same & prompt_valid[:, None, :]).sum(axis=-1)  # [B, T]
+    segments = jnp.concatenate([prompt_segments, completion_segments], axis=1)
+  completion = jnp.where(completion_start, config.start_id, batch['decoder_input_tokens'])
+  return {
+    'tokens': jnp.concatenate([prompt, completion], axis=1).astype(jnp.int32),
+    'positions': jnp.concatenate([prompt_positions, prompt_length + offset], axis=1),
+    'bias': network.causal_bias(valid, segments),
+  }
+
+
+class DecoderOnlyModel(PolicyModel):
+  """A decoder-only LM (`network.DecoderOnlyTransformer`) as a prompt -> completion policy.
+
+  It takes the same batches as `EncoderDecoderModel` (`encoder_input_tokens`
+  are the prompts, `decoder_*` the completions), so every driver, loss and
+  data pipeline serves both; the layout is `prompt_completion_layout`. The
+  loss and scores cover completion tokens only (the prompt is never a target).
+  """
+
+  def __init__(self, config: network.DecoderConfig):
+    self.config = config
+    self.module = network.DecoderOnlyTransformer(config)
+
+  def init(self, rng: jax.Array, input_length: int, target_length: int) -> dict:
+    """Returns boxed (logically partitioned) variables {'params': ...}."""
+    return self.module.init(rng, jnp.ones((1, input_length + target_length), jnp.int32))
+
+  def logits(
+    self, params, batch: Batch, rng: jax.Array | None = None, enable_dropout: bool = False
+  ) -> jax.Array:
+    """Teacher-forced logits [B, T, V] (float32) of the completion positions."""
+    rngs = {'dropout': rng} if enable_dropout and rng is not None else None
+    layout = prompt_completion_layout(batch, self.config)
+    return self.module.apply(
+      {'params': params},
+      layout['tokens'],
+      layout['positions'],
+      layout['bias'],
+      enable_dropout,
+      logits_from=batch['encoder_input_tokens'].shape[1],
+      rngs=rngs,
+    )
+
+  def predict_batch(
+    self,
+    params,
+    batch: Batch,
+    rng: jax.Array,
+    *,
+    num_decodes: int = 1,
+    max_decode_length: int | None = None,
+    temperature: float = 0.0,
+    topk: int = 0,
+    topp: float = 1.0,
+  ) -> tuple[jax.Array, jax.Array]:
+    """Samples `num_decodes` completions per prompt; the arguments of `EncoderDecoderModel`'s.
+
+    The prompts [B, S] are prefilled into a KV cache of S + L slots in one
+    pass (once per prompt; the cache is then repeated N times), and the same
+    compiled `decoding.temperature_sample` loop writes slot S + t at step t,
+    at rotary position n_b + t for a prompt of n_b tokens (per-row positions:
+    prompts of any length share a batch, their padding masked).
+
+    Returns:
+      tokens: [B, N, L] int32 (EOS then padding).
+      log_probs: [B, N, L] float32 per-token model log-probabilities.
+    """
+    cfg = self.config
+    prompt = batch['encoder_input_tokens']
+    if max_decode_length is None:
+      max_decode_length = batch['decoder_target_tokens'].shape[1]
+    batch_size, prompt_slots = prompt.shape
+    cache_length = prompt_slots + max_decode_length
+    prompt_valid = prompt != cfg.pad_id
+    positions = jnp.maximum(jnp.cumsum(prompt_valid, axis=1) - 1, 0)
+    prefill_bias = network.causal_bias(prompt_valid)  # [B, 1, S, S]
+    prefill_bias = jnp.pad(
+      prefill_bias, ((0, 0), (0, 0), (0, 0), (0, max_decode_length)), constant_values=_NEG_INF
+    )
+    _, variables = self.module.apply(
+      {'params': params},
+      prompt,
+      positions,
+      prefill_bias,
+      decode=True,
+      cache_index=jnp.array(0, jnp.int32),
+      cache_length=cache_length,
+      logits_from=prompt_slots - 1,
+      mutable=['cache'],
+    )
+    # [B, ...] -> [B * N, ...]; rows of one prompt are adjacent.
+    cache = jax.tree.map(lambda c: jnp.repeat(c, num_decodes, axis=0), variables['cache'])
+    prompt_valid = jnp.repeat(prompt_valid, num_decodes, axis=0)  # [BN, S]
+    prompt_length = prompt_valid.sum(axis=1, keepdims=True)  # [BN, 1]
+    steps = jnp.arange(max_decode_length)
+
+    def tokens_to_logits(token_ids, cache, step):
+      key_valid = jnp.concatenate(
+        [prompt_valid, jnp.broadcast_to(steps <= step, (prompt_valid.shape[0], steps.size))], 1
+      )
+      bias = jnp.where(key_valid, 0.0, _NEG_INF)[:, None, None, :]  # [BN, 1, 1, S+L]
+      logits, variables = self.module.apply(
+        {'params': params, 'cache': cache},
+        token_ids,
+        prompt_length + step,
+        bias,
+        decode=True,
+        cache_index=prompt_slots + step,
+        cache_length=cache_length,
+        mutable=['cache'],
+      )
+      return logits[:, 0, :], variables['cache']
+
+    tokens, log_probs = decoding.temperature_sample(
+      tokens_to_logits,
+      cache,
+      batch_size=batch_size * num_decodes,
+      max_decode_length=max_decode_length,
+      rng=rng,
+      eos_id=cfg.eos_id,
+      pad_id=cfg.pad_id,
+      start_id=cfg.start_id,
+      temperature=temperature,
+      topk=topk,
+      topp=topp,
+    )
+    shape = (batch_size, num_decodes, max_decode_length)
+    return tokens.reshape(shape), log_probs.reshape(shape)
+
+
+def make_model(config: network.T5Config | network.DecoderConfig) -> PolicyModel:
+  """The policy model of a network config: T5Config -> encoder-decoder, DecoderConfig -> LM."""
+  if isinstance(config, network.DecoderConfig):
+    return DecoderOnlyModel(config)
+  if isinstance(config, network.T5Config):
+    return EncoderDecoderModel(config)
+  raise TypeError(
+    'MODEL_CONFIG must be a network.T5Config or network.DecoderConfig, got '
+    f'{type(config).__name__}.'
+  )
+
+
 class ValueModel:
   """A token-level value network V(s_t) (`network.ValueNetwork`), for BVMPO and OAC.
 
@@ -235,6 +432,12 @@ class ValueModel:
   """
 
   def __init__(self, config: network.T5Config, discount: float = 1.0):
+    if not isinstance(config, network.T5Config):
+      raise ValueError(
+        'Value networks (the bvmpo and oac Improve losses, online RL) need an encoder-decoder '
+        f'policy (network.T5Config); MODEL_CONFIG is a {type(config).__name__}. Use the bc or '
+        'reward_weighted loss with a decoder-only policy.'
+      )
     self.config = config
     self.discount = discount
     self.module = network.ValueNetwork(config)

@@ -393,3 +393,194 @@ class ValueNetwork(nn.Module):
       return_hidden=True,
     )
     return self.value_head(hidden)[..., 0].astype(jnp.float32)
+
+
+# ------------------------------------------------------------- decoder-only LM
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderConfig:
+  """Hyper-parameters of a decoder-only LM (Llama / Qwen2 / Gemma shape).
+
+  Pre-norm RMSNorm, rotary positions, a gated MLP (SwiGLU by default),
+  grouped-query attention when `num_kv_heads < num_heads`, tied or untied
+  output layer. As a policy (`models.DecoderOnlyModel`) it reads a prompt and
+  writes a completion: the prompt, then `start_id`, then the completion.
+  """
+
+  vocab_size: int = 4000  # Vocabulary V.
+  emb_dim: int = 512  # Model width E.
+  num_heads: int = 8  # Query heads H.
+  num_kv_heads: int = 8  # Key/value heads G (divides H; G < H: grouped-query attention).
+  head_dim: int = 64  # Per-head width D (even: rotary pairs).
+  mlp_dim: int = 1408  # Hidden width M of the gated MLP.
+  # Gated MLP activations, multiplied: ('silu', 'linear') is SwiGLU (Llama, Qwen2);
+  # ('gelu', 'linear') is Gemma's GeGLU.
+  mlp_activations: tuple[str, ...] = ('silu', 'linear')
+  num_layers: int = 8  # Depth L.
+  dropout_rate: float = 0.0  # Dropout after embeddings, sublayers, final norm.
+  logits_via_embedding: bool = True  # Tie the output layer to the embedding (no rescaling).
+  embedding_stddev: float = 0.02  # Of the embedding's normal initialisation.
+  scale_embeddings: bool = False  # Multiply embeddings by sqrt(E) (Gemma).
+  rope_theta: float = 10000.0  # Rotary base.
+  norm_epsilon: float = 1e-6  # RMSNorm epsilon.
+  qkv_bias: bool = False  # Biases on the query/key/value projections (Qwen2).
+  dtype: str = 'float32'  # Activation dtype ('bfloat16' on TPU/GPU).
+  param_dtype: str = 'float32'  # Parameter dtype.
+  pad_id: int = 0  # Padding id.
+  eos_id: int = 1  # End-of-sequence id: ends a completion.
+  start_id: int = 0  # Fed between prompt and completion (the first decoder input).
+  remat: str = 'none'  # As T5Config.remat, per layer.
+  attention: str = 'einsum'  # As T5Config.attention (outside decoding).
+
+  def __post_init__(self):
+    object.__setattr__(self, 'mlp_activations', tuple(self.mlp_activations))
+    problems = []
+    if self.remat not in REMAT_POLICIES:
+      problems.append(f'remat={self.remat!r} (use one of {", ".join(REMAT_POLICIES)})')
+    if self.attention not in layers.ATTENTION_IMPLEMENTATIONS:
+      problems.append(
+        f'attention={self.attention!r} (use one of {", ".join(layers.ATTENTION_IMPLEMENTATIONS)})'
+      )
+    if not self.mlp_activations or any(a not in layers.ACTIVATIONS for a in self.mlp_activations):
+      problems.append(f'mlp_activations={self.mlp_activations!r}')
+    if self.num_kv_heads < 1 or self.num_heads % self.num_kv_heads:
+      problems.append(f'num_kv_heads={self.num_kv_heads} must divide num_heads={self.num_heads}')
+    if self.head_dim % 2:
+      problems.append(f'head_dim={self.head_dim} must be even (rotary pairs)')
+    if problems:
+      raise ValueError('DecoderConfig: ' + '; '.join(problems) + '.')
+
+  @property
+  def activation_dtype(self) -> jnp.dtype:
+    return jnp.dtype(self.dtype)
+
+
+class LMDecoderLayer(nn.Module):
+  """Pre-norm causal self-attention (rotary, grouped heads) + gated MLP."""
+
+  config: DecoderConfig
+
+  @nn.compact
+  def __call__(
+    self,
+    x,
+    positions,
+    bias,
+    enable_dropout=False,
+    decode=False,
+    cache_index=None,
+    cache_length=None,
+  ):
+    """`x` [B, L, E], `positions` [B, L], `bias` [B|1, 1, L, K]; returns [B, L, E]."""
+    cfg = self.config
+    h = layers.RMSNorm(cfg, cfg.norm_epsilon, name='pre_attention_norm')(x)
+    h = layers.CausalSelfAttention(cfg, name='attention')(
+      h,
+      positions,
+      bias,
+      decode=decode,
+      cache_index=cache_index,
+      cache_length=cache_length,
+      enable_dropout=enable_dropout,
+    )
+    x = x + layers.dropout(cfg, h, enable_dropout)
+    h = layers.RMSNorm(cfg, cfg.norm_epsilon, name='pre_mlp_norm')(x)
+    h = layers.GatedMlp(cfg, name='mlp')(h, enable_dropout)
+    return layers.constraint(x + layers.dropout(cfg, h, enable_dropout), _ACT)
+
+
+def causal_bias(valid: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
+  """The additive self-attention bias [B, 1, L, L] of a decoder-only LM.
+
+  Token q sees token k iff k <= q (by index), both are real (`valid` [B, L]
+  bool), and, for packed rows, both are in the same segment (`segment_ids`
+  [B, L]). Positions are separate (rotary), so padding may sit anywhere.
+  """
+  index = jnp.arange(valid.shape[1])
+  mask = (index[None, :] <= index[:, None])[None, None]
+  mask = mask & valid[:, None, :, None] & valid[:, None, None, :]
+  if segment_ids is not None:
+    mask = mask & _same_segment(segment_ids, segment_ids)
+  return _mask_to_bias(mask)
+
+
+class DecoderOnlyTransformer(nn.Module):
+  """A decoder-only LM: `__call__(tokens, positions, bias, ...) -> logits`."""
+
+  config: DecoderConfig
+
+  def setup(self):
+    cfg = self.config
+    self.token_embedder = layers.Embed(cfg, stddev=cfg.embedding_stddev)
+    layer = LMDecoderLayer
+    if cfg.remat != 'none':  # Argument indices count `self` as 0.
+      layer = nn.remat(layer, policy=REMAT_POLICIES[cfg.remat], static_argnums=(4, 5, 7))
+    self.layers = [layer(cfg, name=f'layer_{i}') for i in range(cfg.num_layers)]
+    self.final_norm = layers.RMSNorm(cfg, cfg.norm_epsilon)
+    self.dropout = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))
+    if not cfg.logits_via_embedding:
+      self.logits_dense = layers.DenseGeneral(
+        features=(cfg.vocab_size,), kernel_axes=('embed', 'vocab'), config=cfg
+      )
+
+  def _dropout(self, x: jax.Array, enable: bool) -> jax.Array:
+    if enable and self.config.dropout_rate > 0:
+      return self.dropout(x, deterministic=False)
+    return x
+
+  def __call__(
+    self,
+    tokens: jax.Array,
+    positions: jax.Array | None = None,
+    bias: jax.Array | None = None,
+    enable_dropout: bool = False,
+    decode: bool = False,
+    cache_index: jax.Array | None = None,
+    cache_length: int | None = None,
+    logits_from: int = 0,
+    return_hidden: bool = False,
+  ) -> jax.Array:
+    """Next-token logits [B, L - logits_from, V] (float32) for `tokens` [B, L].
+
+    Args:
+      tokens: [B, L] int32.
+      positions: rotary positions [B, L]; default 0..L-1 in every row.
+      bias: additive mask [B|1, 1, L, K]; default causal over L (`causal_bias`
+        with every token real). Required in decode mode (K = cache_length).
+      enable_dropout: training mode.
+      decode: write the L tokens into the KV cache at `cache_index` and attend
+        to the cache (prefill: L = the prompt; a sampling step: L = 1).
+      cache_index: int32 scalar, cache slot of the first token (decode mode).
+      cache_length: K, the cache length (decode mode; static).
+      logits_from: compute logits only from this position on (a prompt's
+        logits are not needed).
+      return_hidden: return the final hidden states [B, L - logits_from, E]
+        (the output layer's input) instead.
+    """
+    cfg = self.config
+    if positions is None:
+      positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+    if bias is None:
+      bias = causal_bias(jnp.ones(tokens.shape, bool))
+    x = self.token_embedder(tokens)
+    if cfg.scale_embeddings:
+      x = x * jnp.asarray(cfg.emb_dim**0.5, x.dtype)
+    x = layers.constraint(self._dropout(x, enable_dropout), _ACT)
+    for layer in self.layers:
+      x = layer(x, positions, bias, enable_dropout, decode, cache_index, cache_length)
+    x = self._dropout(self.final_norm(x[:, logits_from:]), enable_dropout)
+    if return_hidden:
+      return x
+    if cfg.logits_via_embedding:
+      logits = self.token_embedder.attend(x)
+    else:
+      logits = self.logits_dense(x)
+    logits = layers.constraint(
+      logits, ('activation_batch', 'activation_length', 'activation_vocab')
+    )
+    return logits.astype(jnp.float32)
+
+
+# The policy's network config: `models.make_model` builds the matching model.
+ModelConfig = T5Config | DecoderConfig

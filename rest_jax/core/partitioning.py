@@ -75,6 +75,7 @@ def standard_logical_axis_rules() -> tuple[tuple[str, Any], ...]:
     ('vocab', 'model'),
     ('mlp', 'model'),
     ('heads', 'model'),
+    ('kv_heads', 'model'),  # Grouped key/value heads (decoder-only LM).
     ('embed', 'fsdp'),
     ('kv', None),
     ('relpos_buckets', None),
@@ -83,6 +84,7 @@ def standard_logical_axis_rules() -> tuple[tuple[str, Any], ...]:
     ('activation_length', None),
     ('activation_embed', None),
     ('activation_heads', 'model'),
+    ('activation_kv_heads', 'model'),
     ('activation_kv', None),
     ('activation_mlp', 'model'),
     ('activation_vocab', 'model'),

@@ -105,7 +105,7 @@ def _keeps_human(seed: int, source_id: int, fraction: float) -> bool:
 
 
 def restore_sampler(
-  model_config: network.T5Config,
+  model_config: network.ModelConfig,
   ckpt_dir: str,
   mesh_config: partitioning.MeshConfig,
   cfg: Any,
@@ -132,7 +132,7 @@ def restore_sampler(
       f'GrowConfig.batch_size={cfg.batch_size} must be divisible by the mesh batch '
       f'shards ({partitioning.num_batch_shards(mesh)}).'
     )
-  model = models.EncoderDecoderModel(model_config)
+  model = models.make_model(model_config)
   params, policy_step = checkpoints.restore_params(
     ckpt_dir, model.init_params_fn(cfg.input_length, cfg.target_length), mesh
   )

@@ -61,7 +61,7 @@ class CheckpointConfig:
 def train(
   *,
   model_dir: str,
-  model_config: network.T5Config,
+  model_config: network.ModelConfig,
   train_data: TrainDataConfig,
   eval_config: evaluation.EvalConfig,
   optimizer: optimizers.OptimizerConfig,
@@ -107,7 +107,7 @@ def train(
   policy_eval.check_vocab_size(model_config, train_data.task)
   gin_utils.write_config(model_dir)
   mesh = partitioning.make_mesh(mesh_config)
-  model = models.EncoderDecoderModel(model_config)
+  model = models.make_model(model_config)
   tx = optimizers.make(optimizer, num_train_steps)
   lr_schedule = optimizers.schedule(optimizer, num_train_steps)
   rng = jax.random.key(seed)

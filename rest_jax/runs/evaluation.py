@@ -31,12 +31,26 @@ class EvalConfig:
   target_length: int = 32  # Decoder length T and the greedy decode length.
   max_examples: int | None = None  # First N examples of the split (None = all).
   num_samples_to_log: int = 5  # Example translations kept in the JSON.
+  # k > 0: also sample k outputs per source for `pass_at_k` (the fraction of
+  # sources with a correct sample; the mean best-of-k reward for a graded
+  # reward) and, for a reward that can vote (`verifiers.FinalAnswer`),
+  # `majority_at_k` (the majority answer's reward).
+  pass_k: int = 0
+  pass_temperature: float = 0.7  # Sampling temperature of the k samples.
+  pass_topk: int = 40  # Top-k filter of the k samples (0 = off).
+
+  def for_selection(self) -> EvalConfig:
+    """This config without pass@k: the validation that selects checkpoints in training.
+
+    Selection reads the greedy reward; the k samples are for the eval phases' reports.
+    """
+    return dataclasses.replace(self, pass_k=0)
 
 
 def evaluate(
   *,
   model_dir: str,
-  model_config: network.T5Config,
+  model_config: network.ModelConfig,
   eval_config: EvalConfig,
   checkpoint: str = 'best',
   reward: rewards_lib.RewardFn | None = None,
@@ -64,7 +78,7 @@ def evaluate(
   policy_eval.check_vocab_size(model_config, eval_config.task)
   gin_utils.write_config(model_dir, 'config_eval.gin')
   mesh = partitioning.make_mesh(mesh_config)
-  model = models.EncoderDecoderModel(model_config)
+  model = models.make_model(model_config)
   step = None
   if checkpoint in ('best', 'last'):
     directory = model_dir_lib.ModelDir(model_dir).path('checkpoints', 'bc', checkpoint)

@@ -63,7 +63,7 @@ class GrowConfig:
 def grow(
   *,
   model_dir: str,
-  model_config: network.T5Config,
+  model_config: network.ModelConfig,
   grow_config: GrowConfig,
   sampling: SamplingConfig = SamplingConfig(),
   reward: reward_fns.RewardFn,

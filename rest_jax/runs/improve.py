@@ -79,7 +79,7 @@ class ImproveConfig:
 def improve(
   *,
   model_dir: str,
-  model_config: network.T5Config,
+  model_config: network.ModelConfig,
   improve_config: ImproveConfig,
   eval_config: evaluation.EvalConfig,
   reward: reward_fns.RewardFn,

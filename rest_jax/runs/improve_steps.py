@@ -79,7 +79,7 @@ class Setup:
 
 
 def set_up(
-  model_config: network.T5Config,
+  model_config: network.ModelConfig,
   config: Any,
   improve_step: int,
   init_dir: str,
@@ -98,7 +98,7 @@ def set_up(
     The `Setup`.
   """
   mesh = partitioning.make_mesh(mesh_config)
-  model = models.EncoderDecoderModel(model_config)
+  model = models.make_model(model_config)
   lr = config.learning_rate_at(improve_step)
   opt = optimizers.OptimizerConfig(
     learning_rate=lr, warmup_steps=config.warmup_steps, decay=config.lr_schedule

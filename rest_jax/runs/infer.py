@@ -67,7 +67,7 @@ class InferConfig:
 def infer(
   *,
   model_dir: str,
-  model_config: network.T5Config,
+  model_config: network.ModelConfig,
   infer_config: InferConfig,
   reward: reward_fns.RewardFn,
   checkpoint: str = 'bc/best',
@@ -94,7 +94,7 @@ def infer(
   """
   cfg = infer_config
   mesh = partitioning.make_mesh(mesh_config)
-  model = models.EncoderDecoderModel(model_config)
+  model = models.make_model(model_config)
   directory = model_dir_lib.ModelDir(model_dir).checkpoint(checkpoint)
   params, step = checkpoints.restore_params(
     directory, model.init_params_fn(cfg.input_length, cfg.target_length), mesh

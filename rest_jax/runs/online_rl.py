@@ -87,7 +87,7 @@ def online_rl(
       f'OnlineRLConfig.minibatch_size={config.minibatch_size} and sources_per_iteration='
       f"{config.sources_per_iteration} must be multiples of the mesh's {shards} batch shards."
     )
-  model = models.EncoderDecoderModel(model_config)
+  model = models.make_model(model_config)
   if pretrained.is_shipped(init_checkpoint):  # A policy shipped in the package.
     init_checkpoint = pretrained.install(init_checkpoint, model_dir)
   ref_params, _ = checkpoints.restore_params(

@@ -58,15 +58,22 @@ def evaluate_policy(
     probe's pattern, `metrics.hacking_flags`; each pattern's rate in
     `hacking`); with a reward, also `reward` (mean normalized reward of the
     outputs, [0, 1]), `reward_std` and `reward_source`; with a judge, the same
-    as `judge_reward`, `judge_reward_std`, `judge_source`.
+    as `judge_reward`, `judge_reward_std`, `judge_source`; with a reward and
+    `config.pass_k` = k > 0, `pass_at_k` and `pass_k` (and `majority_at_k` when
+    the reward has a `vote` method), see `_pass_at_k`.
   """
   start = time.time()
   vocab = tasks.get_vocabulary(config.task)
   loss_fn = functools.partial(_eval_metrics, model)
   predict = _greedy_fn(model, config.target_length)
+  sample = None
+  if config.pass_k > 0 and reward is not None:
+    sample = _sample_fn(
+      model, config.target_length, config.pass_k, config.pass_temperature, config.pass_topk
+    )
   data = _eval_batches(config)
   sums = {'nll_sum': 0.0, 'correct': 0.0, 'num_tokens': 0.0}
-  hyps, refs, srcs = [], [], []
+  hyps, refs, srcs, drawn = [], [], [], []
   # Pad every batch to a multiple of the mesh's batch shards (padding rows are
   # masked out of the loss and dropped from the outputs).
   shards = partitioning.num_batch_shards(mesh)
@@ -84,6 +91,10 @@ def evaluate_policy(
         sums[k] += float(m[k])
       tokens = multihost.host_array(predict(params, device_batch))[:n]
       hyps += _decode_texts(vocab, tokens)
+      if sample is not None:  # [n, k, T]; the key depends on the batch's place only.
+        rng = jax.random.fold_in(jax.random.key(config.pass_k), len(drawn))
+        rows_k = multihost.host_array(sample(params, device_batch, rng))[:n]
+        drawn += [_decode_texts(vocab, row) for row in rows_k]
       refs += [str(t) for t in batch['targets_pretokenized'][:n]]
       srcs += [str(t) for t in batch['inputs_pretokenized'][:n]]
   if not hyps:
@@ -97,6 +108,8 @@ def evaluate_policy(
       reward_std=float(np.std(scores)),
       reward_source=getattr(reward, 'name', type(reward).__name__),
     )
+  if drawn:
+    result.update(_pass_at_k(reward, srcs, refs, drawn))
   if judge is not None:
     judged = judge(srcs, hyps, refs).reward
     result.update(
@@ -126,6 +139,28 @@ def evaluate_policy(
     ],
   )
   return result
+
+
+def _pass_at_k(
+  reward: rewards_lib.RewardFn, srcs: list[str], refs: list[str], drawn: list[list[str]]
+) -> dict:
+  """pass@k (and majority@k) of k samples per source.
+
+  `pass_at_k`: the mean over sources of the best of the k samples' rewards;
+  with a binary reward, the fraction of sources with a correct sample (the
+  plain estimate from exactly k samples). `majority_at_k`, when the reward has
+  `vote(candidates) -> index` (`verifiers.FinalAnswer`): the mean reward of
+  the sample whose answer most of the k share (self-consistency).
+  """
+  k = len(drawn[0])
+  flat = [c for row in drawn for c in row]
+  scores = reward([s for s in srcs for _ in range(k)], flat, [r for r in refs for _ in range(k)])
+  scores = scores.reward.reshape(len(srcs), k)
+  out = {'pass_k': k, 'pass_at_k': float(scores.max(axis=1).mean())}
+  if hasattr(reward, 'vote'):
+    votes = [reward.vote(row) for row in drawn]
+    out['majority_at_k'] = float(np.mean([scores[j, v] for j, v in enumerate(votes)]))
+  return out
 
 
 @functools.lru_cache(maxsize=8)
@@ -180,7 +215,26 @@ def _greedy_fn(model, length):
   return jax.jit(fn)
 
 
-def check_vocab_size(model_config: network.T5Config, task: Any) -> None:
+@functools.cache
+def _sample_fn(model, length, k, temperature, topk):
+  """A jitted sampler: (params, batch, rng) -> [B, k, length] tokens."""
+
+  def fn(params, batch, rng):
+    tokens, _ = model.predict_batch(
+      params,
+      batch,
+      rng,
+      num_decodes=k,
+      max_decode_length=length,
+      temperature=temperature,
+      topk=topk,
+    )
+    return tokens
+
+  return jax.jit(fn)
+
+
+def check_vocab_size(model_config: network.ModelConfig, task: Any) -> None:
   """Fails clearly when the model has fewer embeddings than the task's vocabulary.
 
   Args:

@@ -149,7 +149,7 @@ def _history(model_dir: str) -> list[dict]:
 def export(
   *,
   model_dir: str,
-  model_config: network.T5Config,
+  model_config: network.ModelConfig,
   name: str,
   checkpoint: str = 'bc/best',
   slice_examples: int = 200,
@@ -179,7 +179,7 @@ def export(
   from rest_jax.runs import evaluation, policy_eval
 
   mesh = partitioning.make_mesh(partitioning.MeshConfig())
-  model = models.EncoderDecoderModel(model_config)
+  model = models.make_model(model_config)
   params, step = checkpoints.restore_params(
     model_dir_lib.ModelDir(model_dir).checkpoint(checkpoint),
     model.init_params_fn(input_length, 2),

@@ -53,10 +53,13 @@ def _summary_table(rows: Sequence[dict]) -> str:
     ('test', 'chrf', 'Test chrF', '.2f'),
     ('test', 'length_ratio', 'Test length ratio', '.3f'),
     ('test', 'hacking_rate', 'Test hacking rate', '.3f'),
+    ('test', 'pass_at_k', 'Test pass@k', '.4f'),
+    ('test', 'majority_at_k', 'Test majority@k', '.4f'),
     ('val', 'reward', 'Val reward (selection)', '.4f'),
     ('val', 'judge_reward', 'Val judge reward', '.4f'),
     ('val', 'bleu', 'Val BLEU (selection split)', '.2f'),
     ('val', 'chrf', 'Val chrF (selection split)', '.2f'),
+    ('val', 'pass_at_k', 'Val pass@k', '.4f'),
   ]
   columns = [c for c in columns if any(r.get(f'{c[0]}_{c[1]}') is not None for r in rows)]
   costs = [  # What the policy cost since the starting policy (`rest_online.cost`).

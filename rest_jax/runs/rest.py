@@ -55,7 +55,7 @@ class RewardModelPhase:
 def rest(
   *,
   model_dir: str,
-  model_config: network.T5Config,
+  model_config: network.ModelConfig,
   task: Any,
   bc: BCConfig,
   reward_model_phase: RewardModelPhase | None = None,

@@ -115,7 +115,7 @@ def run_arm(ctx, arm: str) -> dict:
     model_config=ctx.model_config,
     config=config,
     task=ctx.task,
-    eval_config=ctx.eval_config,
+    eval_config=ctx.eval_config.for_selection(),
     reward=ctx.reward,
     init_checkpoint=ctx.base,
     name=arm,

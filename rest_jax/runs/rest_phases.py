@@ -106,7 +106,7 @@ class Context:
   """What the phases of one run share (built once by `rest_setup.start`)."""
 
   model_dir: str
-  model_config: network.T5Config
+  model_config: network.ModelConfig
   task: Any  # The human data: seqio task name or `tasks.ParallelCorpus`.
   phases: list[str]  # The plan (`plan`).
   bc: Any  # rest.BCConfig
@@ -177,7 +177,7 @@ def _bc(ctx: Context) -> None:
     model_dir=ctx.model_dir,
     model_config=ctx.model_config,
     train_data=cfg.train_data,
-    eval_config=ctx.eval_config,
+    eval_config=ctx.eval_config.for_selection(),
     optimizer=cfg.optimizer,
     num_train_steps=cfg.num_train_steps,
     log_period=cfg.log_period,
@@ -231,7 +231,7 @@ def _improve(ctx: Context, phase: str, g: int, i: int, policies: dict[str, str])
     model_dir=ctx.model_dir,
     model_config=ctx.model_config,
     improve_config=config,
-    eval_config=ctx.eval_config,
+    eval_config=ctx.eval_config.for_selection(),
     reward=ctx.reward,
     grow_round=g,
     improve_step=i,
@@ -366,7 +366,7 @@ def _evaluate_phase(
 ) -> dict:
   """Evaluates one policy on validation and test; writes `eval/<phase>.json`."""
   mesh = partitioning.make_mesh(mesh_config)
-  model = models.EncoderDecoderModel(model_config)
+  model = models.make_model(model_config)
   g, i = round_and_step(phase)
   if phase == 'eval_bc':
     checkpoint = base
@@ -409,6 +409,7 @@ def _evaluate_phase(
     result[split] = m
     keys = ('reward', 'judge_reward', 'bleu', 'chrf', 'length_ratio', 'repetition_rate')
     row.update({f'{split}_{k}': m.get(k) for k in (*keys, 'hacking_rate')})
+    row.update({f'{split}_{k}': m.get(k) for k in ('pass_at_k', 'majority_at_k')})
   row.update(g=g, i=i, checkpoint=directory, step=int(step))
   result['row'] = row
   # TensorBoard: one point per evaluated policy, x = its place in the run

@@ -31,7 +31,7 @@ from rest_jax.runs import (
 def start(
   *,
   model_dir: str,
-  model_config: network.T5Config,
+  model_config: network.ModelConfig,
   task: Any,
   bc: Any,
   reward_model_phase: Any,

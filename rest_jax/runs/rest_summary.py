@@ -2,9 +2,10 @@
 
 A row (`SUMMARY_COLUMNS`) has phase, g, i, tau, loss_name, n_train_examples,
 the test split's reward, judge reward, BLEU, chrF, length ratio and hacking
-rate, then the validation split's (selection) reward, judge reward, BLEU and
-chrF, then what the policy cost since the starting policy (`rest_online.cost`:
-distinct samples generated, training tokens, seconds); plus, per split,
+rate (and pass@k / majority@k with `EvalConfig.pass_k`), then the validation
+split's (selection) reward, judge reward, BLEU, chrF and pass@k, then what
+the policy cost since the starting policy (`rest_online.cost`: distinct
+samples generated, training tokens, seconds); plus, per split,
 `repetition_rate` and `hacking_rate` (`metrics.hacking_flags`), the
 checkpoint and its step. `splits` in the file says what each split was used
 for. It is rewritten after every eval phase from the eval phases' files
@@ -40,10 +41,13 @@ SUMMARY_COLUMNS = (
   'test_chrf',
   'test_length_ratio',
   'test_hacking_rate',
+  'test_pass_at_k',
+  'test_majority_at_k',
   'val_reward',
   'val_judge_reward',
   'val_bleu',
   'val_chrf',
+  'val_pass_at_k',
   'samples',
   'train_tokens',
   'seconds',
@@ -71,9 +75,10 @@ def format_summary(rows: list[dict]) -> str:
   """The summary rows as a fixed-width table (the paper's Table 1 shape).
 
   The `test_*` columns come first: they are the results. The `val_*` columns
-  are what selected the checkpoints.
+  are what selected the checkpoints. Columns empty in every row (pass@k of a
+  run without `pass_k`) are left out.
   """
-  metrics = SUMMARY_COLUMNS[6:]
+  metrics = [c for c in SUMMARY_COLUMNS[6:] if any(r.get(c) is not None for r in rows)]
   head = f'{"phase":<15}{"g":>3}{"i":>3}{"tau":>8}{"loss":>8}{"n_train":>9}'
   names = [c.replace('_reward', '_rwd').replace('_length', '_len') for c in metrics]
   widths = [max(len(n) + 2, 9) for n in names]
