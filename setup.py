@@ -31,7 +31,10 @@ setuptools.setup(
   license='Apache-2.0',
   python_requires='>=3.11',
   packages=setuptools.find_packages(include=['rest_jax', 'rest_jax.*']),
-  package_data={'rest_jax.data.corpora': ['tatoeba_en_de/*'], 'rest_jax': ['pretrained/*/*']},
+  package_data={
+    'rest_jax.data.corpora': ['tatoeba_en_de/*', 'arithmetic/*'],
+    'rest_jax': ['pretrained/*/*'],
+  },
   cmdclass={'build_py': _BuildPyWithGin},
   install_requires=[
     'absl-py>=1.4',

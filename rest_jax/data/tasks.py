@@ -49,8 +49,9 @@ class ParallelCorpus:
 
   # seqio task name to register (letters, digits, '_', '.', ':').
   name: str
-  # TSV `source<TAB>target[<TAB>...]`, plain or gzip; or, when
-  # `train_target_path` is set, a text file of source sentences, one a line.
+  # TSV `source<TAB>target[<TAB>...]`, plain or gzip; JSON Lines (`.jsonl`,
+  # `.jsonl.gz`: see `jsonl_keys`); or, when `train_target_path` is set, a text
+  # file of source sentences, one a line.
   train_path: str
   # Text file of target sentences aligned line by line with `train_path`.
   train_target_path: str | None = None
@@ -82,8 +83,17 @@ class ParallelCorpus:
   target_language: str = 'de'
   # Seed of the hashed order that carves validation and test from train.
   split_seed: int = 0
+  # JSON Lines files: the source's key, then the target's keys by preference
+  # (the first present and non-empty one: a worked solution, else the answer).
+  jsonl_keys: tuple[str, ...] = ('prompt', 'solution', 'answer')
 
   def __post_init__(self):
+    object.__setattr__(self, 'jsonl_keys', tuple(self.jsonl_keys))  # Hashable from gin lists.
+    if len(self.jsonl_keys) < 2:
+      raise errors.DataError(
+        f'ParallelCorpus {self.name!r}: jsonl_keys={self.jsonl_keys!r} needs a source key and '
+        'at least one target key.'
+      )
     if not TASK_NAME_RE.match(self.name):
       raise errors.DataError(
         f'ParallelCorpus.name {self.name!r} is not a valid seqio task name: '
@@ -151,22 +161,102 @@ def tatoeba_en_de() -> ParallelCorpus:
   )
 
 
+def prompt_completion(
+  name: str,
+  train_path: str,
+  validation_path: str | None = None,
+  test_path: str | None = None,
+  *,
+  prompt_key: str = 'prompt',
+  target_keys: tuple[str, ...] = ('solution', 'answer'),
+  vocab_path: str | None = None,
+  vocab_size: int = 8000,
+  num_validation: int = 500,
+  num_test: int = 1000,
+) -> ParallelCorpus:
+  """A prompt -> completion task (a verifiable task's problems) from JSONL or TSV files.
+
+  JSON Lines files hold one object a line with the prompt under `prompt_key`
+  and the target under the first of `target_keys` that the line has (a
+  worked solution where there is one, else the bare answer); the verifier
+  (`verifiers.FinalAnswer`) extracts the final answer from the target. TSV
+  files hold `prompt<TAB>answer[<TAB>solution]`, one layout per file: when
+  the first line has a solution column (and `target_keys[0]` is 'solution')
+  the target is the solution, else the answer.
+
+  Args:
+    name: the seqio task name.
+    train_path: JSONL (`.jsonl`, `.jsonl.gz`) or TSV of training problems.
+    validation_path: held-out problems for checkpoint selection (None: carve
+      `num_validation` from train).
+    test_path: held-out problems for the results (None: carve `num_test`).
+    prompt_key: JSONL key of the prompt.
+    target_keys: JSONL keys of the target, by preference.
+    vocab_path: SentencePiece model; None trains one on the train split.
+    vocab_size: pieces of a trained vocabulary (at most).
+    num_validation: problems carved from train when `validation_path` is None.
+    num_test: problems carved from train when `test_path` is None.
+
+  Returns:
+    The `ParallelCorpus` (prompts as sources, targets as targets).
+  """
+  target_column = 1
+  if not corpus_files.is_jsonl(train_path):
+    first = next(iter(corpus_files.read_lines(train_path, 'prompt_completion.train_path')), '')
+    target_column = 2 if len(first.split('\t')) > 2 and target_keys[0] == 'solution' else 1
+  return ParallelCorpus(
+    name=name,
+    train_path=train_path,
+    validation_path=validation_path,
+    test_path=test_path,
+    target_column=target_column,
+    num_validation=num_validation,
+    num_test=num_test,
+    vocab_path=vocab_path,
+    vocab_size=vocab_size,
+    source_language='prompt',
+    target_language='completion',
+    jsonl_keys=(prompt_key, *target_keys),
+  )
+
+
+def arithmetic() -> ParallelCorpus:
+  """The shipped verifiable task: multi-step arithmetic (`corpora/arithmetic.py`).
+
+  Returns:
+    A prompt -> worked-solution task named 'arithmetic': 20,000 train
+    problems of 1-3 operations, 500 validation and 1,000 test problems of 3-4.
+  """
+  folder = os.path.join(os.path.dirname(corpora.__file__), 'arithmetic')
+  return prompt_completion(
+    'arithmetic',
+    os.path.join(folder, 'train.jsonl.gz'),
+    os.path.join(folder, 'validation.jsonl.gz'),
+    os.path.join(folder, 'test.jsonl.gz'),
+    vocab_path=os.path.join(folder, 'spm.model'),
+  )
+
+
 # ----------------------------------------------------------------------- splits
+
+
+def _read_pairs(corpus: ParallelCorpus, split: str) -> list[tuple[str, str]]:
+  path, field = getattr(corpus, f'{split}_path'), f'ParallelCorpus.{split}_path'
+  if corpus_files.is_jsonl(path):
+    return corpus_files.read_jsonl_pairs(path, field, corpus.jsonl_keys[0], corpus.jsonl_keys[1:])
+  target_path = getattr(corpus, f'{split}_target_path')
+  return corpus_files.read_pairs(
+    path, target_path, field, corpus.source_column, corpus.target_column
+  )
 
 
 @functools.lru_cache(maxsize=8)
 def _load_splits(corpus: ParallelCorpus) -> dict[str, list[tuple[str, str]]]:
-  columns = (corpus.source_column, corpus.target_column)
-  pairs = corpus_files.read_pairs(
-    corpus.train_path, corpus.train_target_path, 'ParallelCorpus.train_path', *columns
-  )
+  pairs = _read_pairs(corpus, 'train')
   own = {}
   for split in ('validation', 'test'):
-    path = getattr(corpus, f'{split}_path')
-    if path is not None:
-      own[split] = corpus_files.read_pairs(
-        path, getattr(corpus, f'{split}_target_path'), f'ParallelCorpus.{split}_path', *columns
-      )
+    if getattr(corpus, f'{split}_path') is not None:
+      own[split] = _read_pairs(corpus, split)
   splits = corpus_files.split_by_source(
     pairs,
     0 if 'validation' in own else corpus.num_validation,

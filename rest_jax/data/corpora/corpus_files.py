@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import zlib
 
 import tensorflow as tf
@@ -147,6 +148,55 @@ def read_pairs(
         pairs.append((source, target))
   if not pairs:
     raise errors.DataError(f'{path} ({field}) holds no sentence pairs. Give a non-empty corpus.')
+  return pairs
+
+
+def is_jsonl(path: str) -> bool:
+  """Whether `path` names a JSON Lines file (`.jsonl`, `.jsonl.gz`)."""
+  return path.endswith(('.jsonl', '.jsonl.gz'))
+
+
+def read_jsonl_pairs(
+  path: str, field: str, source_key: str, target_keys: tuple[str, ...]
+) -> list[tuple[str, str]]:
+  """(source, target) pairs from a JSON Lines file of objects (e.g. prompt/solution/answer).
+
+  Args:
+    path: the file, plain or gzip, one JSON object a line.
+    field: the setting that named `path`, for error messages.
+    source_key: the key of the source text (e.g. 'prompt').
+    target_keys: keys of the target text by preference: the first one present
+      and non-empty in a line is its target (e.g. ('solution', 'answer'): the
+      worked solution where there is one, else the bare answer).
+
+  Returns:
+    The (source, target) pairs, stripped, in file order.
+
+  Raises:
+    errors.DataError: a line that is not a JSON object, or lacks the source or
+      every target key.
+  """
+  pairs = []
+  for lineno, line in enumerate(read_lines(path, field), 1):
+    if not line.strip():
+      continue
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise errors.DataError(f'{path}, line {lineno} ({field}): not valid JSON ({e.msg}).') from e
+    if not isinstance(row, dict):
+      raise errors.DataError(f'{path}, line {lineno} ({field}): expected a JSON object.')
+    source = str(row.get(source_key, '')).strip()
+    target = next((str(row[k]).strip() for k in target_keys if str(row.get(k, '')).strip()), '')
+    if not source or not target:
+      missing = source_key if not source else ' or '.join(target_keys)
+      raise errors.DataError(
+        f'{path}, line {lineno} ({field}): no non-empty {missing!r}; the line has keys '
+        f'{sorted(row)}. Fix the line, or set the keys (ParallelCorpus.jsonl_keys).'
+      )
+    pairs.append((source, target))
+  if not pairs:
+    raise errors.DataError(f'{path} ({field}) has no examples.')
   return pairs
 
 
