@@ -62,6 +62,7 @@ RUN_MODES = {
   'report': ('rest_jax.runs.report', 'report'),
   'infer': ('rest_jax.runs.infer', 'infer'),
   'import_t5': ('rest_jax.runs.import_t5', 'import_t5'),
+  'import_lm': ('rest_jax.runs.import_lm', 'import_lm'),
 }
 
 _RUN_MODE = flags.DEFINE_enum('run_mode', None, sorted(RUN_MODES), 'Which run function to call.')

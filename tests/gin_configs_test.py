@@ -27,6 +27,7 @@ _REQUIRED = {
   ],
   'runs/inspect.gin': ["ROUND_DIR = '/tmp/unused/grow/g1'"],
   'runs/import_t5.gin': ["HF_CHECKPOINT = '/tmp/unused'", "MODEL_DIR = '/tmp/unused'"],
+  'runs/import_lm.gin': ["HF_CHECKPOINT = '/tmp/unused'", "MODEL_DIR = '/tmp/unused'"],
   'runs/improve.gin': [
     "MODEL_DIR = '/tmp/unused'",
     'TASK = @tasks.tatoeba_en_de()',
@@ -121,7 +122,7 @@ def _required_left(files: list[str]) -> set[str]:
   raise AssertionError(f'{files}: too many REQUIRED macros: {missing}')
 
 
-_NO_MODEL = ('runs/inspect.gin', 'runs/report.gin', 'runs/import_t5.gin')
+_NO_MODEL = ('runs/inspect.gin', 'runs/report.gin', 'runs/import_t5.gin', 'runs/import_lm.gin')
 
 
 @pytest.mark.parametrize('name', ALL)
@@ -164,6 +165,8 @@ def _language_pair(name: str, text: str) -> tuple[str, str]:
   """
   if 'TASK = @tasks.tatoeba_en_de()' in text or "include 'rest/" in text:
     return ('en', 'de')
+  if 'TASK = @tasks.arithmetic()' in text:  # Not a language pair.
+    return ('prompt', 'completion')
   match = re.search(r"ParallelCorpus\.name=\"'[a-z0-9]+_([a-z]{2})_([a-z]{2})'\"", text)
   assert match, f'{name}: the header must name its corpus (ParallelCorpus.name=...)'
   return match.group(1), match.group(2)
