@@ -1,6 +1,8 @@
-"""ReST-EM in the ReST loop, and the online RL arms after it (tests/rest_test.py's helpers).
+"""ReST-EM in the ReST loop with a decoder-only LM, and the online GRPO arms after it.
 
-A file of its own so that pytest-xdist runs it beside rest_test.py's long
+The policy is the tiny decoder-only LM (`models.DecoderOnlyModel`; tests/rest_test.py
+runs the encoder-decoder through the same loop, with its helpers used here), every
+evaluated policy gets pass@k. A file of its own so that pytest-xdist runs it beside rest_test.py's long
 module fixture instead of after it.
 """
 
@@ -12,11 +14,23 @@ import pytest
 import test_utils
 from rest_test import L, run_rest
 
-from rest_jax.core import files, filtering
+from rest_jax.core import files, filtering, network
 from rest_jax.core import model_dir as model_dir_lib
 from rest_jax.data import grow_io
 from rest_jax.rewards import reward_fns
-from rest_jax.runs import grow, improve, online_rl_steps, rest_online, rest_phases, rest_state
+from rest_jax.runs import (
+  evaluation,
+  grow,
+  improve,
+  online_rl_steps,
+  rest_online,
+  rest_phases,
+  rest_state,
+)
+
+LM = network.DecoderConfig(
+  vocab_size=128, emb_dim=32, num_heads=4, num_kv_heads=2, head_dim=8, mlp_dim=64, num_layers=2
+)
 
 
 @pytest.fixture(scope='module')
@@ -27,10 +41,11 @@ def corpus(tmp_path_factory):
 
 def test_rest_em_restarts_every_iteration_from_base_and_online_arms_follow(corpus, tmp_path):
   model_dir = str(tmp_path / 'run')
-  test_utils.save_random_policy(model_dir, test_utils.tiny_config(vocab_size=128), step=1)
+  test_utils.save_random_policy(model_dir, LM, step=1)
   rows = run_rest(
     corpus,
     model_dir,
+    model_config=LM,
     initial_policy='bc/best',
     reward=reward_fns.Binarized(reward_fns.SentenceChrF(), threshold=0.05),
     grow_config=grow.GrowConfig(
@@ -55,6 +70,9 @@ def test_rest_em_restarts_every_iteration_from_base_and_online_arms_follow(corpu
       pack=False,
     ),
     num_improve_steps=1,
+    eval_config=evaluation.EvalConfig(
+      task=corpus, batch_size=12, input_length=L, target_length=L, pass_k=3
+    ),
     judge_phase=None,
     control=False,
     online_arms=rest_online.OnlineArms(
@@ -106,3 +124,8 @@ def test_rest_em_restarts_every_iteration_from_base_and_online_arms_follow(corpu
     assert set(np.unique(cols['reward'])) <= {0.0, 1.0}
   assert [r['loss_name'] for r in rows[1:]] == ['reward_weighted'] * 2
   assert all(r['tau'] == 0.5 for r in rows[1:])
+  # pass@k of 3 samples per source on both splits; majority@k needs a reward
+  # that votes (verifiers.FinalAnswer; Binarized chrF does not).
+  for r in rows:
+    assert 0 <= r['test_pass_at_k'] <= 1 and 0 <= r['val_pass_at_k'] <= 1
+    assert r['test_majority_at_k'] is None

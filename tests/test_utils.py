@@ -134,14 +134,14 @@ def tiny_task(root: str, name: str, held_out: int):
   return task, vocab
 
 
-def save_random_policy(model_dir: str, config: network.T5Config, step: int) -> None:
+def save_random_policy(model_dir: str, config: network.ModelConfig, step: int) -> None:
   """Saves a randomly initialised policy TrainState as `model_dir/checkpoints/bc/best`."""
   import jax
 
   from rest_jax.core import checkpoints, optimizers, partitioning
   from rest_jax.core import train_state as train_state_lib
 
-  model = models.EncoderDecoderModel(config)
+  model = models.make_model(config)
   tx = optimizers.make(optimizers.OptimizerConfig(), 10)
   mesh = partitioning.make_mesh(partitioning.MeshConfig(num_devices=1))
   state, _ = train_state_lib.create_sharded(

@@ -159,7 +159,9 @@ def step_inputs(
     `prepare(batch, step, state) -> batch`, which keeps the lagged policy between calls.
   """
   cfg = config
-  value_model = models.ValueModel(model.config, cfg.value.discount)
+  value_model = (
+    None if value_params is None else models.ValueModel(model.config, cfg.value.discount)
+  )
   period = cfg.gold_lag_period if cfg.loss == 'gold' else 0
   store = checkpoints.Checkpointer(paths.lagged(phase), max_to_keep=None) if period else None
   lagged = None

@@ -225,7 +225,8 @@ def arithmetic() -> ParallelCorpus:
 
   Returns:
     A prompt -> worked-solution task named 'arithmetic': 20,000 train
-    problems of 1-3 operations, 500 validation and 1,000 test problems of 3-4.
+    problems of 1-3 operations, 500 validation and 1,000 test problems of 3
+    (held out: their prompts are not in train).
   """
   folder = os.path.join(os.path.dirname(corpora.__file__), 'arithmetic')
   return prompt_completion(

@@ -103,7 +103,7 @@ class OnlineRLConfig:
     return self.num_iterations * self.steps_per_iteration
 
 
-def make_loss_fn(model: models.EncoderDecoderModel, config: OnlineRLConfig):
+def make_loss_fn(model: models.PolicyModel, config: OnlineRLConfig):
   """The online RL loss as `loss_fn(params, batch, rng) -> (loss, metrics)`.
 
   The batch holds the seq2seq features and the frozen inputs of `Rollouts`:
@@ -121,7 +121,7 @@ def make_loss_fn(model: models.EncoderDecoderModel, config: OnlineRLConfig):
     `value_coef` times its value loss, or the group-relative loss with its KL;
     minus `entropy_coef` times the token-mean entropy.
   """
-  value_model = models.ValueModel(model.config)
+  value_model = models.ValueModel(model.config) if config.algorithm == 'ppo' else None
 
   def loss_fn(params, batch, rng):
     del rng  # No dropout: the ratio to the sampling policy must be 1 before any update.
@@ -162,14 +162,14 @@ def make_loss_fn(model: models.EncoderDecoderModel, config: OnlineRLConfig):
   return loss_fn
 
 
-def state_params(model: models.EncoderDecoderModel, config: OnlineRLConfig, policy: Any):
+def state_params(model: models.PolicyModel, config: OnlineRLConfig, policy: Any):
   """(params, init_fn): the TrainState's params around the starting `policy`, and their init.
 
   PPO: {'policy': policy, 'value': a value network whose body is a copy of the
   policy's and whose head is freshly initialised}; otherwise {'policy': policy}.
   `init_fn(rng)` gives boxed params of the same tree (for the shardings).
   """
-  value_model = models.ValueModel(model.config)
+  value_model = models.ValueModel(model.config) if config.algorithm == 'ppo' else None
   s, t = config.input_length, config.target_length
 
   def init_fn(rng):
@@ -217,7 +217,8 @@ class Rollouts:
     self.cfg, self.model, self.ref_params = config, model, ref_params
     self.sources, self.vocab, self.reward, self.mesh = sources, vocab, reward, mesh
     self.folder, self.log_path = paths.rollouts(phase), paths.rollout_log(phase)
-    self.value_model = models.ValueModel(model.config)
+    # PPO only: group-relative methods need no value network (and run any policy).
+    self.value_model = models.ValueModel(model.config) if config.algorithm == 'ppo' else None
     # The iterations run so far (`start` drops those a resumed attempt redoes);
     # read here too, so that a resume with no step left still accounts for them.
     self.log: list[dict] = files.read_jsonl(self.log_path)
