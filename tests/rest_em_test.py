@@ -2,8 +2,8 @@
 
 The policy is the tiny decoder-only LM (`models.DecoderOnlyModel`; tests/rest_test.py
 runs the encoder-decoder through the same loop, with its helpers used here), every
-evaluated policy gets pass@k. A file of its own so that pytest-xdist runs it beside rest_test.py's long
-module fixture instead of after it.
+evaluated policy gets pass@k. A file of its own so that pytest-xdist runs it beside
+rest_test.py's long module fixture instead of after it.
 """
 
 import json
