@@ -170,6 +170,8 @@ def test_topk_mask():
   keep = out > decoding.NEG_INF / 2
   np.testing.assert_array_equal(keep, [[0, 1, 1, 0, 0], [1, 0, 0, 1, 0]])
   np.testing.assert_array_equal(out[keep], np.asarray(logits)[keep])
+  # k at or above the vocabulary size keeps everything (top-k 40 on a 27-piece vocabulary).
+  np.testing.assert_array_equal(decoding.filter_logits(logits, topk=40), logits)
 
 
 def test_topp_mask():

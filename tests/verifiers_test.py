@@ -20,6 +20,9 @@ from rest_jax.rewards import verifiers
     ('2 + 2 = 4, then 4 - 9 = -5', '-5'),
     ('half of it: 2/3', '2/3'),
     ('The answer is Paris.', 'Paris'),
+    ('The answer is: 42', '42'),
+    ('Answer: 14 apples', '14'),
+    ('7+12=19, 19-5=14, 14+3=17, 17-8', '8'),  # '-' after a digit is an operator.
     ('no digits here', ''),
   ],
 )
@@ -35,6 +38,8 @@ def test_answers_match_by_value_and_tolerance():
   assert not verifiers.answers_match('1002', '1000', tolerance=1e-3)
   assert verifiers.answers_match('paris', 'Paris')
   assert not verifiers.answers_match('', '')
+  assert not verifiers.answers_match('1e400', '5')  # Overflows to no number, not an error.
+  assert verifiers.FinalAnswer().vote(['Answer: 1e999', 'Answer: 3', 'so 3', 'Answer: 4']) == 1
 
 
 def test_final_answer_reward():
@@ -72,6 +77,26 @@ _CHECKS = textwrap.dedent("""
     open(candidate, 'w').write('x')
     return 1.0
 
+  def exit_after_printing(prompt, candidate, reference):
+    print(1.0)
+    raise SystemExit(0)
+
+  def hard_exit(prompt, candidate, reference):
+    import os
+    print(1.0)
+    os._exit(0)
+
+  def spawn(prompt, candidate, reference):
+    import subprocess
+    subprocess.run(['true'])
+    return 1.0
+
+  def move_out(prompt, candidate, reference):
+    import os
+    open('inside.txt', 'w').write('x')
+    os.rename('inside.txt', candidate)
+    return 1.0
+
   def write_inside(prompt, candidate, reference):
     with open('scratch.txt', 'w') as f:
       f.write('ok')
@@ -106,6 +131,26 @@ def test_python_verifier_refuses_network_and_outside_writes(checks, tmp_path):
   assert value == 0.0 and 'outside' in why and not os.path.exists(outside)
   value, why = verifiers.PythonVerifier(f'{checks}:write_inside').check_one('p', 'c', None)
   assert (value, why) == (1.0, '')
+  value, why = verifiers.PythonVerifier(f'{checks}:spawn').check_one('p', 'c', None)
+  assert value == 0.0 and 'processes' in why
+  value, why = verifiers.PythonVerifier(f'{checks}:move_out').check_one('p', outside, None)
+  assert value == 0.0 and 'os.rename' in why and not os.path.exists(outside)
+
+
+def test_python_verifier_reads_its_result_from_the_function_not_stdout(checks):
+  for name in ('exit_after_printing', 'hard_exit'):
+    value, why = verifiers.PythonVerifier(f'{checks}:{name}').check_one('p', 'c', None)
+    assert value == 0.0 and why, name
+
+
+def test_python_verifier_imports_a_module_on_the_callers_path(checks, tmp_path, monkeypatch):
+  package = tmp_path / 'my_checks_pkg'
+  package.mkdir()
+  (package / '__init__.py').write_text('')
+  (package / 'rules.py').write_text('def is_six(p, c, r):\n  return c.strip() == "6"\n')
+  monkeypatch.syspath_prepend(str(tmp_path))
+  fn = verifiers.PythonVerifier('my_checks_pkg.rules:is_six')
+  np.testing.assert_array_equal(fn(['p', 'p'], ['6', '7']).reward, [1, 0])
 
 
 def test_python_verifier_bad_spec():

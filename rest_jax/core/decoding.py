@@ -33,14 +33,14 @@ def filter_logits(logits: jax.Array, topk: int = 0, topp: float = 1.0) -> jax.Ar
 
   Args:
     logits: [B, V] float32.
-    topk: keep the k largest logits per row; 0 keeps all.
+    topk: keep the k largest logits per row; 0 (or k >= V) keeps all.
     topp: keep the smallest set of tokens whose probability mass reaches
       `topp` (the most likely token is always kept); 1.0 keeps all.
 
   Returns:
     [B, V] logits with the excluded entries set to NEG_INF.
   """
-  if topk and topk > 0:
+  if 0 < topk < logits.shape[-1]:
     kth = jax.lax.top_k(logits, topk)[0][:, -1:]  # [B, 1]
     logits = jnp.where(logits < kth, NEG_INF, logits)
   if topp < 1.0:

@@ -434,9 +434,9 @@ class ValueModel:
   def __init__(self, config: network.T5Config, discount: float = 1.0):
     if not isinstance(config, network.T5Config):
       raise ValueError(
-        'Value networks (the bvmpo and oac Improve losses, online RL) need an encoder-decoder '
-        f'policy (network.T5Config); MODEL_CONFIG is a {type(config).__name__}. Use the bc or '
-        'reward_weighted loss with a decoder-only policy.'
+        'Value networks (the bvmpo and oac Improve losses, online PPO) need an encoder-decoder '
+        f'policy (network.T5Config); MODEL_CONFIG is a {type(config).__name__}. Use the bc, '
+        'reward_weighted or gold loss, or GRPO / RLOO, with a decoder-only policy.'
       )
     self.config = config
     self.discount = discount

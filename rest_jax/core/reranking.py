@@ -112,7 +112,7 @@ def sample_candidates(
     tqdm.tqdm(starts, desc='infer', disable=multihost.bar_disable(progress))
   ):
     chunk = tokens[start : start + rows]
-    enc = sampler_lib.pad_rows(chunk, rows, cfg.input_length, eos=True)
+    enc = sampler_lib.pad_rows(chunk, rows, cfg.input_length, eos=True, eos_id=model.config.eos_id)
     sampled, _ = sampler.sample(enc, jax.random.fold_in(key, b))
     for row in sampled[: len(chunk)]:
       out.append(

@@ -203,6 +203,7 @@ def grow_chunk(
   for name in grow_io.TRUNCATION_COUNTS:
     counts.setdefault(name, 0)
   key = chunk_key(cfg.seed, grow_round, chunk)
+  eos_id = sampler.model.config.eos_id  # Of the policy's vocabulary (Llama's is 2).
   order = sorted(ids, key=lambda i: (len(sources.tokens[i]), i))  # Similar lengths together.
   records = []
   for b, start in enumerate(range(0, len(order), cfg.batch_size)):
@@ -211,7 +212,7 @@ def grow_chunk(
       max(len(sources.tokens[i]) for i in batch_ids) + 1, cfg.input_length
     )
     enc = sampler_lib.pad_rows(
-      [sources.tokens[i] for i in batch_ids], cfg.batch_size, length, eos=True
+      [sources.tokens[i] for i in batch_ids], cfg.batch_size, length, eos=True, eos_id=eos_id
     )
     tic = time.perf_counter()
     tokens, log_probs = sampler.sample(enc, jax.random.fold_in(key, b))
@@ -229,7 +230,9 @@ def grow_chunk(
     human_lp = {}
     if refs:
       rows = [refs.get(i, []) for i in batch_ids]
-      targets = sampler_lib.pad_rows(rows, cfg.batch_size, cfg.target_length, eos=True)
+      targets = sampler_lib.pad_rows(
+        rows, cfg.batch_size, cfg.target_length, eos=True, eos_id=eos_id
+      )
       scored = sampler.score(enc, targets)
       human_lp = {i: float(scored[row]) for row, i in enumerate(batch_ids) if i in refs}
     timing['sample_seconds'] += time.perf_counter() - tic
@@ -243,12 +246,12 @@ def grow_chunk(
         'policy_step': policy_step,
       }
       for n in range(sampling.num_samples):
-        if not (tokens[row, n] == 1).any():  # Reached target_length without EOS.
+        if not (tokens[row, n] == eos_id).any():  # Reached target_length without EOS.
           counts['num_truncated_samples'] += 1
           if sampling.unfinished == 'drop':
             counts['num_dropped_samples'] += 1
             continue
-        cand = sampler_lib.strip(tokens[row, n], eos_id=1)
+        cand = sampler_lib.strip(tokens[row, n], eos_id=eos_id)
         records.append(
           dict(
             base,

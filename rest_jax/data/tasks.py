@@ -180,9 +180,10 @@ def prompt_completion(
   and the target under the first of `target_keys` that the line has (a
   worked solution where there is one, else the bare answer); the verifier
   (`verifiers.FinalAnswer`) extracts the final answer from the target. TSV
-  files hold `prompt<TAB>answer[<TAB>solution]`, one layout per file: when
-  the first line has a solution column (and `target_keys[0]` is 'solution')
-  the target is the solution, else the answer.
+  files hold `prompt<TAB>answer[<TAB>solution]`, one layout for all of the
+  task's files, read from the train file's first line: when it has a
+  solution column (and `target_keys[0]` is 'solution') the target is the
+  solution column of every file, else the answer column.
 
   Args:
     name: the seqio task name.

@@ -5,10 +5,11 @@
   reference's, exactly (after normalisation) or within a numeric tolerance.
 * `PythonVerifier`: a user's Python function `check(prompt, candidate,
   reference) -> float | bool` (e.g. run the candidate program against tests),
-  called in a fresh subprocess per row with a wall-clock time limit, in an
-  empty temporary directory that is deleted afterwards, with network and file
-  writes outside that directory refused (a guard against accidents, not a
-  security sandbox: run untrusted code in a container as well).
+  called in a fresh subprocess per row with a wall-clock time limit and
+  memory / file-size limits, in an empty temporary directory that is deleted
+  afterwards, with network access, new processes and file changes outside
+  that directory refused (an audit hook: a guard against accidents, not a
+  security boundary; run untrusted code in a container as well).
 
 Both are reward sources (`reward_fns.RewardFn`): `reward` in {0, 1} (or
 clip(raw, 0, 1) for the Python verifier), bound by gin like the others
@@ -16,9 +17,11 @@ clip(raw, 0, 1) for the Python verifier), bound by gin like the others
 
 Answer extraction, in order (the first rule that matches wins):
   1. the contents of the last `\\boxed{...}`;
-  2. what follows the last `####` or `answer:` / `answer is` / `answer =`
-     (any case), up to the end of that line;
-  3. the last number in the text (`-12`, `3.5`, `1,234`, `2/3`).
+  2. what follows the last `####` or `answer:` / `answer is` / `answer is:` /
+     `answer =` (any case), up to the end of that line; its leading number
+     when it starts with one followed by words (`14 apples` is `14`);
+  3. the last number in the text (`-12`, `3.5`, `1,234`, `2/3`; in `19-5`
+     the `-` is an operator, so the number is `5`).
 The result is stripped of spaces, `$`, a trailing `.`, and the thousands
 commas of numbers; no match gives ''. An empty answer never matches.
 """
@@ -28,10 +31,12 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import fractions
+import functools
 import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -45,8 +50,9 @@ from rest_jax import errors
 from rest_jax.rewards import reward_fns
 
 _BOXED = re.compile(r'\\boxed\{([^{}]*)\}')
-_MARKED = re.compile(r'(?:####|answer\s*(?:is|:|=))\s*([^\n]*)', re.IGNORECASE)
-_NUMBER = re.compile(r'-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?')
+_MARKED = re.compile(r'(?:####|answer\s*(?:is\s*:?|:|=))\s*([^\n]*)', re.IGNORECASE)
+# A number; its '-' is a sign only where no digit, letter or ')' precedes it ('19-5' is 19, 5).
+_NUMBER = re.compile(r'(?:(?<![\w)])-)?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?')
 
 
 def _clean(answer: str) -> str:
@@ -63,7 +69,9 @@ def extract_answer(text: str) -> str:
     return _clean(boxed[-1])
   marked = _MARKED.findall(text)
   if marked and _clean(marked[-1]):
-    return _clean(marked[-1])
+    answer = _clean(marked[-1])
+    number = re.match(r'-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?(?=\s|$)', answer)
+    return _clean(number.group(0)) if number else answer  # '14 apples' is 14.
   numbers = _NUMBER.findall(text)
   return _clean(numbers[-1]) if numbers else ''
 
@@ -73,7 +81,7 @@ def as_number(answer: str) -> float | None:
   text = answer.replace(',', '').strip()
   try:
     return float(fractions.Fraction(text))
-  except (ValueError, ZeroDivisionError):
+  except (ValueError, ZeroDivisionError, OverflowError):
     return None
 
 
@@ -145,39 +153,77 @@ class FinalAnswer:
     return next(j for j, key in enumerate(keys) if counts.get(key) == best)
 
 
-# The child process: guards, then loads the user's function and calls it on one
-# row read from stdin, printing the float result as JSON on the last line.
+# The child process: reads its row (and the parent's sys.path) from stdin,
+# imports the user's function, installs the guards, calls it, and writes the
+# float (or the error) as JSON to the pipe the parent passed as argv[2]: a
+# candidate program that prints a number and exits does not reach that line.
 _CHILD = r"""
-import builtins, importlib, importlib.util, json, os, sys
+import importlib, importlib.util, json, os, sys
+sys.dont_write_bytecode = True  # No __pycache__ writes (outside the temporary dir).
 root = os.path.realpath(os.getcwd())
+spec, result_fd = sys.argv[1], int(sys.argv[2])
+message = json.loads(sys.stdin.read())
+sys.path[:0] = message['sys_path']
+row = message['row']
+
+def _inside(path):
+  path = os.path.realpath(os.fsdecode(path))
+  return path == root or path.startswith(root + os.sep)
+
+_SPAWN = ('subprocess.Popen', 'os.system', 'os.exec', 'os.posix_spawn', 'os.spawn', 'os.fork',
+          'os.forkpty', 'pty.spawn')
+_PATHS = ('os.remove', 'os.rmdir', 'os.mkdir', 'os.rename', 'os.link', 'os.symlink',
+          'os.truncate', 'os.chmod', 'os.chown', 'os.utime', 'shutil.rmtree', 'shutil.copyfile')
 
 def _guard(event, args):
-  if event.startswith('socket.') and event not in ('socket.gethostname',):
+  if event.startswith('socket.') and event != 'socket.gethostname':
     raise PermissionError('verifier: network access is refused')
+  if event in _SPAWN:
+    raise PermissionError(f'verifier: starting processes ({event}) is refused')
   if event == 'open' and args[0] is not None and not isinstance(args[0], int):
     mode, flags = args[1] or '', args[2] or 0
-    writes = any(c in mode for c in 'wax+') or (flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
-    path = os.path.realpath(os.fsdecode(args[0]))
-    if writes and not (path == root or path.startswith(root + os.sep)):
-      raise PermissionError(f'verifier: writing {path} (outside its temporary dir) is refused')
-  if event in ('os.remove', 'os.rename', 'os.rmdir', 'shutil.rmtree', 'os.mkdir'):
-    path = os.path.realpath(os.fsdecode(args[0]))
-    if not (path == root or path.startswith(root + os.sep)):
-      raise PermissionError(f'verifier: {event} on {path} is refused')
+    writes = any(c in mode for c in 'wax+') or (
+      flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND))
+    if writes and not _inside(args[0]):
+      raise PermissionError(f'verifier: writing {args[0]} (outside its temporary dir) is refused')
+  if event in _PATHS:
+    for path in args[:2]:
+      if isinstance(path, (str, bytes, os.PathLike)) and not _inside(path):
+        raise PermissionError(f'verifier: {event} on {path} is refused')
 
-spec, row = sys.argv[1], json.loads(sys.stdin.read())
-target, _, name = spec.rpartition(':')
-if target.endswith('.py'):
-  module_spec = importlib.util.spec_from_file_location('verifier_module', target)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-else:
-  module = importlib.import_module(target)
-fn = getattr(module, name)
+def _report(payload):
+  os.write(result_fd, json.dumps(payload).encode())
+  os.close(result_fd)
+
+try:
+  target, _, name = spec.rpartition(':')
+  if target.endswith('.py'):
+    sys.path.insert(0, os.path.dirname(target))
+    module_spec = importlib.util.spec_from_file_location('verifier_module', target)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+  else:
+    module = importlib.import_module(target)
+  fn = getattr(module, name)
+except BaseException as e:
+  _report({'error': f'loading {spec}: {type(e).__name__}: {e}'})
+  raise SystemExit(0)
 sys.addaudithook(_guard)
-value = float(fn(row['prompt'], row['candidate'], row['reference']))
-print(json.dumps(value))
+try:
+  payload = {'value': float(fn(row['prompt'], row['candidate'], row['reference']))}
+except BaseException as e:  # SystemExit too: a candidate that exits scores nothing.
+  payload = {'error': f'{type(e).__name__}: {e}'}
+_report(payload)
 """
+
+
+def _limit_resources(memory_mb: int) -> None:
+  """The verifier child's limits (run between fork and exec): address space, file size."""
+  import resource  # POSIX only.
+
+  limit = memory_mb * 2**20
+  resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+  resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 2**20, 64 * 2**20))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,6 +241,7 @@ class PythonVerifier:
   # 'package.module:function' (importable) or '/path/to/file.py:function'.
   function: str
   timeout_s: float = 5.0  # Wall-clock limit per row.
+  memory_mb: int = 2048  # Address-space limit of each row's process.
   workers: int = 2  # Rows checked at once.
   name: str = 'python_verifier'  # Name in logs and manifests.
   needs_references: bool = False  # Whether the function reads the reference.
@@ -217,29 +264,45 @@ class PythonVerifier:
     target = function.rpartition(':')[0]
     if target.endswith('.py'):
       function = f'{os.path.abspath(target)}:{function.rpartition(":")[2]}'
-    row = json.dumps({'prompt': prompt, 'candidate': candidate, 'reference': reference})
-    env = {'PATH': os.environ.get('PATH', ''), 'PYTHONPATH': os.pathsep.join(sys.path)}
+    message = json.dumps(
+      {
+        'sys_path': [p for p in sys.path if p],
+        'row': {'prompt': prompt, 'candidate': candidate, 'reference': reference},
+      }
+    )
+    read_fd, write_fd = os.pipe()
     with tempfile.TemporaryDirectory(prefix='rest_jax_verifier_') as tmp:
-      env['HOME'] = env['TMPDIR'] = tmp
+      env = {'PATH': os.environ.get('PATH', ''), 'HOME': tmp, 'TMPDIR': tmp}
+      proc = subprocess.Popen(
+        [sys.executable, '-I', '-c', _CHILD, function, str(write_fd)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp,
+        env=env,
+        pass_fds=(write_fd,),
+        start_new_session=True,  # Its own process group: a timeout kills every process of it.
+        preexec_fn=functools.partial(_limit_resources, self.memory_mb),
+      )
+      os.close(write_fd)
       try:
-        proc = subprocess.run(
-          [sys.executable, '-I', '-c', _CHILD, function],
-          input=row,
-          capture_output=True,
-          text=True,
-          cwd=tmp,
-          env=env,
-          timeout=self.timeout_s,
-        )
+        _, stderr = proc.communicate(message, timeout=self.timeout_s)
       except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        os.close(read_fd)
         return 0.0, f'timed out after {self.timeout_s} s'
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-      return 0.0, (proc.stderr.strip().splitlines() or ['no output'])[-1]
+      with os.fdopen(read_fd, 'rb') as f:
+        result = f.read()
     try:
-      value = float(json.loads(lines[-1]))
-    except (ValueError, TypeError):
-      return 0.0, f'returned {lines[-1][:80]!r}, not a number'
+      payload = json.loads(result)
+    except ValueError:
+      tail = (stderr or '').strip().splitlines()
+      return 0.0, f'no result (exit code {proc.returncode}){": " + tail[-1] if tail else ""}'
+    if 'error' in payload:
+      return 0.0, payload['error']
+    value = payload['value']
     return (value, '') if math.isfinite(value) else (0.0, f'returned {value}')
 
   def __call__(

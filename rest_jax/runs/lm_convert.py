@@ -219,7 +219,6 @@ def _token_ids(hf: Mapping[str, Any], model_type: str, source: str) -> dict[str,
   """pad_id, eos_id and start_id (see the module docstring)."""
   defaults = _FAMILY_DEFAULTS[model_type]
   eos = hf.get('eos_token_id', defaults['eos_token_id'])
-  eos_ids = [int(e) for e in eos] if isinstance(eos, (list, tuple)) else [eos]
   eos_id = _first_id(eos)
   if eos_id is None:
     raise errors.UserInputError(
@@ -227,15 +226,14 @@ def _token_ids(hf: Mapping[str, Any], model_type: str, source: str) -> dict[str,
       "tokenizer's EOS id to config.json as eos_token_id."
     )
   pad = _first_id(hf.get('pad_token_id', defaults['pad_token_id']))
-  if pad is not None and pad in eos_ids:
+  if pad not in (None, 0):
     logging.warning(
-      'import_lm: %s has pad_token_id=%d, an EOS id; padding with 0 instead (the policy masks '
-      'the pad id and never samples it).',
+      'import_lm: %s has pad_token_id=%d; the policy pads with 0 instead, as the data pipeline '
+      '(seqio) does: token 0 is masked in prompts and never sampled.',
       source,
       pad,
     )
-    pad = None
-  pad_id = 0 if pad is None else pad
+  pad_id = 0  # What seqio's feature converter pads with, whatever the tokenizer calls padding.
   if pad_id == eos_id:
     raise errors.UserInputError(
       f'{source}: the EOS id {eos_id} is also the padding id 0; the policy needs a padding id '

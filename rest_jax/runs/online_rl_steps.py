@@ -276,8 +276,9 @@ class Rollouts:
     cfg, tic = self.cfg, time.time()
     idx = source_indices(cfg, iteration, len(self.sources.texts))
     n, t = cfg.num_samples, cfg.target_length
+    eos_id = self.model.config.eos_id
     enc = sampler.pad_rows(
-      [self.sources.tokens[i] for i in idx], len(idx), cfg.input_length, eos=True
+      [self.sources.tokens[i] for i in idx], len(idx), cfg.input_length, eos=True, eos_id=eos_id
     )
     draw = sampler.Sampler(
       self.model,
@@ -290,7 +291,7 @@ class Rollouts:
     key = jax.random.fold_in(jax.random.key(cfg.seed), iteration)
     tokens = draw.sample(enc, key)[0].reshape(-1, t)  # [R, T]
     enc = np.repeat(enc, n, axis=0)
-    candidates = [self.vocab.decode(sampler.strip(row).tolist()) for row in tokens]
+    candidates = [self.vocab.decode(sampler.strip(row, eos_id).tolist()) for row in tokens]
     texts = [self.sources.texts[i] for i in idx for _ in range(n)]
     refs = [self.sources.references[i] for i in idx for _ in range(n)]
     reward = self.reward(texts, candidates, refs if self.reward.needs_references else None).reward
@@ -308,7 +309,7 @@ class Rollouts:
     kl_coef = self._kl_coef(iteration)
     data.update(self._frozen(data, params, kl_coef))
     kl = float(np.mean(data['sample_kl']))
-    finished = (tokens == sampler.EOS_ID).any(-1)
+    finished = (tokens == eos_id).any(-1)
     row = {
       'iteration': iteration,
       'algorithm': cfg.algorithm,

@@ -68,10 +68,12 @@ def read_metrics(name: str) -> dict:
     return json.load(f)
 
 
-def read_config(name: str) -> network.T5Config:
-  """The `network.T5Config` the shipped policy was trained with."""
+def read_config(name: str) -> network.ModelConfig:
+  """The network config the shipped policy was trained with (a DecoderConfig has `num_layers`)."""
   with open(os.path.join(folder(name), 'config.json')) as f:
     fields = json.load(f)
+  if 'num_layers' in fields:
+    return network.DecoderConfig(**fields)
   return network.T5Config(**fields)
 
 

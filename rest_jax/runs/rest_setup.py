@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from rest_jax import errors
 from rest_jax.core import network, partitioning
 from rest_jax.data import tasks
 from rest_jax.rewards import reward_fns
@@ -26,6 +27,23 @@ from rest_jax.runs import (
   rest_rewards,
   rest_state,
 )
+
+
+def _check_value_networks(model_config, improve_config, online_arms) -> None:
+  """Fails before any phase runs when a loss needs a value network the policy cannot have."""
+  if not isinstance(model_config, network.DecoderConfig):
+    return
+  needs = []
+  if improve_config.loss in ('bvmpo', 'oac'):
+    needs.append(f'IMPROVE_LOSS={improve_config.loss!r}')
+  if online_arms is not None and online_arms.config.algorithm == 'ppo':
+    needs.append("ONLINE_ALGORITHM='ppo'")
+  if needs:
+    raise errors.UserInputError(
+      f'{" and ".join(needs)} need a value network, which only the encoder-decoder policy has; '
+      "MODEL_CONFIG is a decoder-only network.DecoderConfig. Use IMPROVE_LOSS 'bc', "
+      "'reward_weighted' or 'gold', and ONLINE_ALGORITHM 'grpo' or 'rloo'."
+    )
 
 
 def start(
@@ -70,6 +88,7 @@ def start(
       (or each other's), or `rest_state.json` holds a run this config does not
       continue.
   """
+  _check_value_networks(model_config, improve_config, online_arms)
   train_rm = reward is None and rm_checkpoint is None
   train_judge = judge is None and judge_phase is not None
   rest_rewards.check_disjoint_sources(
