@@ -54,6 +54,24 @@ def test_final_answer_reward():
     fn(['p'], ['5'])
 
 
+def test_arithmetic_steps_checks_every_step_not_just_the_answer():
+  fn = verifiers.ArithmeticSteps()
+  prompt = '9+12-16='
+  out = fn(
+    [prompt] * 5,
+    [
+      '9+12=21, 21-16=5. Answer: 5',  # Right.
+      '9+12=20, 20-16=5. Answer: 5',  # Right answer, wrong steps (FinalAnswer says 1).
+      '9+12=21, 21-16=5. Answer: 4',  # Right steps, wrong answer.
+      '9+12=21. Answer: 5',  # A step missing.
+      '9+12=21, 21-16=5, 5+1=6. Answer: 5',  # A step too many.
+    ],
+  )
+  np.testing.assert_array_equal(out.reward, [1, 0, 0, 0, 0])
+  assert verifiers.FinalAnswer()([prompt], ['9+12=20, 20-16=5. Answer: 5'], ['5']).reward[0] == 1
+  assert verifiers.arithmetic_steps('2-19-4=') == [(2, '-', 19, -17), (-17, '-', 4, -21)]
+
+
 _CHECKS = textwrap.dedent("""
   import socket, time
 

@@ -3,6 +3,8 @@
 * `extract_answer(text)`: the final answer of a worked solution, by the
   documented rules below; `FinalAnswer` compares the candidate's to the
   reference's, exactly (after normalisation) or within a numeric tolerance.
+* `ArithmeticSteps`: the shipped arithmetic task's process verifier: the
+  candidate's every step must be the prompt's, evaluated left to right.
 * `PythonVerifier`: a user's Python function `check(prompt, candidate,
   reference) -> float | bool` (e.g. run the candidate program against tests),
   called in a fresh subprocess per row with a wall-clock time limit and
@@ -151,6 +153,57 @@ class FinalAnswer:
       return 0
     best = max(counts.values())
     return next(j for j, key in enumerate(keys) if counts.get(key) == best)
+
+
+_STEP = re.compile(r'(-?\d+)([+-])(\d+)=(-?\d+)')
+
+
+def arithmetic_steps(prompt: str) -> list[tuple[int, str, int, int]]:
+  """The left-to-right steps (a, op, b, a op b) of a '7+12-5=' chain."""
+  numbers = [int(n) for n in re.findall(r'\d+', prompt)]
+  ops = re.findall(r'(?<=\d)[+-]', prompt)
+  steps, value = [], numbers[0] if numbers else 0
+  for op, operand in zip(ops, numbers[1:]):
+    result = value + operand if op == '+' else value - operand
+    steps.append((value, op, operand, result))
+    value = result
+  return steps
+
+
+@dataclasses.dataclass(frozen=True)
+class ArithmeticSteps:
+  """The process verifier of the shipped arithmetic task: every step, not just the answer.
+
+  1.0 iff the candidate's equations `a+b=c` / `a-b=c` are exactly the prompt's
+  steps evaluated left to right (each true, each starting from the previous
+  result, none missing or extra) and its final answer (`extract_answer`) is
+  the last result. A final-answer check alone accepts solutions whose steps
+  are wrong but whose answer is right; ReST-EM then trains on them.
+  raw == reward, in {0.0, 1.0}. Needs no reference: the prompt is the problem.
+  """
+
+  name: str = 'arithmetic_steps'  # Name in logs and manifests.
+  needs_references: ClassVar[bool] = False
+
+  def __call__(
+    self,
+    sources: Sequence[str],
+    candidates: Sequence[str],
+    references: Sequence[str] | None = None,
+  ) -> reward_fns.Rewards:
+    """See `reward_fns.RewardFn.__call__`; `references` are not read."""
+    reward_fns.check_inputs(self, sources, candidates, references)
+    raw = np.zeros(len(candidates), np.float32)
+    for j, (prompt, candidate) in enumerate(zip(sources, candidates)):
+      want = arithmetic_steps(prompt)
+      got = [(int(a), op, int(b), int(c)) for a, op, b, c in _STEP.findall(candidate)]
+      final = as_number(extract_answer(candidate))
+      raw[j] = float(bool(want) and got == want and final == want[-1][3])
+    return reward_fns.Rewards(reward=raw, raw=raw)
+
+  def vote(self, candidates: Sequence[str]) -> int:
+    """Majority vote over final answers (as `FinalAnswer.vote`)."""
+    return FinalAnswer().vote(candidates)
 
 
 # The child process: reads its row (and the parent's sys.path) from stdin,

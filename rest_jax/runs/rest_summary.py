@@ -79,7 +79,8 @@ def format_summary(rows: list[dict]) -> str:
   run without `pass_k`) are left out.
   """
   metrics = [c for c in SUMMARY_COLUMNS[6:] if any(r.get(c) is not None for r in rows)]
-  head = f'{"phase":<15}{"g":>3}{"i":>3}{"tau":>8}{"loss":>8}{"n_train":>9}'
+  loss_width = max([8] + [len(str(r['loss_name'])) + 1 for r in rows])
+  head = f'{"phase":<15}{"g":>3}{"i":>3}{"tau":>8}{"loss":>{loss_width}}{"n_train":>9}'
   names = [c.replace('_reward', '_rwd').replace('_length', '_len') for c in metrics]
   widths = [max(len(n) + 2, 9) for n in names]
   head += ''.join(f'{n:>{w}}' for n, w in zip(names, widths))
@@ -89,7 +90,7 @@ def format_summary(rows: list[dict]) -> str:
   ]
   for r in rows:
     tau = '-' if r.get('tau') is None else f'{r["tau"]:.3g}'
-    line = f'{r["phase"]:<15}{r["g"]:>3}{r["i"]:>3}{tau:>8}{r["loss_name"]:>8}'
+    line = f'{r["phase"]:<15}{r["g"]:>3}{r["i"]:>3}{tau:>8}{r["loss_name"]:>{loss_width}}'
     line += f'{r["n_train_examples"]:>9}'
     for c, w in zip(metrics, widths):
       value = r.get(c)
