@@ -54,6 +54,7 @@ SUMMARY_COLUMNS = (
 )
 _FORMATS = {
   'reward': '.4f',
+  'at_k': '.4f',
   'ratio': '.3f',
   'rate': '.3f',
   'samples': '.0f',
