@@ -35,7 +35,7 @@ def _raw_log_probs(model, params, prompt, target):
   prompt = [int(t) for t in prompt if t != CONFIG.pad_id]
   target = [int(t) for t in target if t != CONFIG.pad_id]
   seq = jnp.array([prompt + [CONFIG.start_id] + target[:-1]], jnp.int32)
-  logits = model.module.apply({'params': params}, seq)[0, len(prompt) :]
+  logits = jax.jit(model.module.apply)({'params': params}, seq)[0, len(prompt) :]
   return np.asarray(models.token_log_probs(logits[None], jnp.array([target]))[0])
 
 
@@ -53,37 +53,36 @@ def test_layout_equals_the_raw_lm_and_masks_the_prompt(model_and_params):
     )
     np.testing.assert_allclose(lp[b, :n], ref, rtol=1e-5, atol=1e-5)
   # The loss is the mean NLL of the completion tokens only: the prompt is never a target.
-  loss, metrics = model.loss_fn(params, batch, None)
+  loss_fn = jax.jit(lambda p, b: model.loss_fn(p, b, None))
+  loss, metrics = loss_fn(params, batch)
   assert float(metrics['num_tokens']) == weights.sum()
   np.testing.assert_allclose(float(loss), -(lp * weights).sum() / weights.sum(), rtol=1e-6)
   # Gradients reach no prompt embedding through a loss term of its own: changing
   # only the completion's targets changes the loss.
   other = dict(batch, decoder_target_tokens=np.where(weights > 0, 5, 0).astype(np.int32))
-  assert float(model.loss_fn(params, other, None)[0]) != pytest.approx(float(loss))
+  assert float(loss_fn(params, other)[0]) != pytest.approx(float(loss))
 
 
 def test_rows_of_any_prompt_length_equal_single_rows(model_and_params):
-  """Per-row positions: a row's scores and samples do not depend on its batch-mates."""
+  """Per-row positions: a row's scores and greedy output do not depend on its batch-mates.
+
+  Each row alone (in the batch's shape, and the shortest one with no padding at
+  all) scores and decodes as it does among rows of other prompt lengths.
+  """
   model, params = model_and_params
   batch = _batch(seed=1)
-  scores = np.asarray(model.score_batch(params, batch))
-  tokens, log_probs = model.predict_batch(
-    params, batch, jax.random.key(3), num_decodes=2, temperature=1.0
-  )
-  for b in range(3):
-    n = int((batch['encoder_input_tokens'][b] > 0).sum())
-    row = {k: v[b : b + 1] for k, v in batch.items()}
-    row['encoder_input_tokens'] = row['encoder_input_tokens'][:, :n]  # No padding at all.
-    np.testing.assert_allclose(model.score_batch(params, row)[0], scores[b], rtol=1e-5, atol=1e-5)
-  # Greedy decoding of each row alone, with its own prompt length, equals the batch's.
-  greedy, _ = model.predict_batch(params, batch, jax.random.key(0), temperature=0.0)
-  for b in range(3):
-    n = int((batch['encoder_input_tokens'][b] > 0).sum())
-    row = {k: v[b : b + 1] for k, v in batch.items()}
-    row['encoder_input_tokens'] = row['encoder_input_tokens'][:, :n]
-    alone, _ = model.predict_batch(params, row, jax.random.key(0), temperature=0.0)
-    np.testing.assert_array_equal(alone[0], greedy[b])
-  assert tokens.shape == (3, 2, T) and log_probs.shape == (3, 2, T)
+  score = jax.jit(model.score_batch)
+  greedy = jax.jit(lambda p, b: model.predict_batch(p, b, jax.random.key(0), temperature=0.0)[0])
+  scores, outputs = np.asarray(score(params, batch)), np.asarray(greedy(params, batch))
+  lengths = (batch['encoder_input_tokens'] > 0).sum(axis=1)
+  rows = [{k: v[b : b + 1] for k, v in batch.items()} for b in range(3)]
+  shortest = int(lengths.argmin())
+  unpadded = dict(rows[shortest])
+  unpadded['encoder_input_tokens'] = unpadded['encoder_input_tokens'][:, : lengths[shortest]]
+  for b, row in [*enumerate(rows), (shortest, unpadded)]:
+    np.testing.assert_allclose(score(params, row)[0], scores[b], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(greedy(params, row)[0], outputs[b])
+  assert len(set(lengths.tolist())) > 1  # The batch mixes prompt lengths.
 
 
 def test_prefill_and_cached_sampling_equal_decoding_without_cache(model_and_params):

@@ -1,6 +1,8 @@
 """Two processes (jax.distributed, gloo collectives) run the ReST loop as one does.
 
-The same tiny ReST loop (BC, reward model, Grow, Improve, evaluation) runs
+The same tiny ReST loop (BC, Grow, Improve, evaluation; a metric reward: the
+reward model trains in the same training loop as BC, in one process in
+tests/rest_test.py) runs
 through `python -m rest_jax.main --run_mode=rest` twice, at the same time:
 
 * once in one process with 4 CPU devices;
@@ -38,6 +40,7 @@ from __gin__ import dynamic_registration
 from rest_jax.core import filtering
 from rest_jax.core import network
 from rest_jax.data import tasks
+from rest_jax.rewards import reward_fns
 
 include 'runs/rest.gin'
 include 'models/tiny.gin'
@@ -60,20 +63,8 @@ LEARNING_RATE = 3e-3
 WARMUP_STEPS = 2
 BC_EVAL_PERIOD = 8
 LOG_PERIOD = 4
-RM_STEPS = 4
-RM_BATCH_SIZE = 8
-RM_MAX_LENGTH = 32
+REWARD = @reward_fns.SentenceChrF()
 USE_MQM = False
-RM_TRAIN_SOURCES = 16
-RM_EVAL_SOURCES = 8
-RM_POLICY_SAMPLES = 1
-RM_CORRUPTIONS = 1
-rm/network.T5Config:
-  emb_dim = 16
-  num_heads = 2
-  head_dim = 8
-  mlp_dim = 32
-  num_encoder_layers = 1
 MAX_SOURCES = 16
 NUM_SAMPLES = 2
 SOURCES_PER_SHARD = 4

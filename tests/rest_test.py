@@ -287,6 +287,10 @@ def test_overlapping_reward_model_and_grow_sources_are_refused(corpus):
   rest_rewards.check_disjoint_sources(corpus, grow_config, _rm_phase(corpus), None)
 
 
+# Slow (47 s of the suite's 10 minutes): `.ci/run` checks the same property on every
+# push with tests/fault_injection.py, which SIGKILLs and SIGTERMs the tiny loop at
+# points spread over its phases and compares the result with an uninterrupted run.
+@pytest.mark.slow
 def test_resume_after_every_phase_equals_uninterrupted(full_run, corpus, tmp_path):
   # Every phase is a function of the phases before it, so a G=1 run is the
   # first part of the G=2 run: stop it after each of its phases in turn
