@@ -167,7 +167,14 @@ def test_dense_general_is_the_kernel_contraction():
 
 
 @pytest.mark.parametrize(
-  'option', [{'remat': 'full'}, {'remat': 'dots'}, {'attention': 'xla'}], ids=str
+  'option',
+  # 'full' is slow: the same nn.remat wrapping as 'dots', with another policy.
+  [
+    pytest.param({'remat': 'full'}, marks=pytest.mark.slow),
+    {'remat': 'dots'},
+    {'attention': 'xla'},
+  ],
+  ids=str,
 )
 def test_remat_and_attention_keep_params_loss_gradients_and_decoding(option):
   plain = test_utils.tiny_model()

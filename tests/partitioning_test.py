@@ -171,8 +171,13 @@ def _sample(shape, name):
   return sampler.sample(enc, jax.random.key(7))
 
 
-@pytest.mark.parametrize('shape', MESHES, ids=lambda s: 'x'.join(map(str, s)))
-@pytest.mark.parametrize('name', list(_POLICIES))
+# The LM samples on the mesh that splits all three ways (its loss and gradients
+# are checked on every mesh above).
+@pytest.mark.parametrize(
+  'shape, name',
+  [(shape, 'policy') for shape in MESHES] + [((2, 2, 2), 'lm_policy')],
+  ids=lambda x: 'x'.join(map(str, x)) if isinstance(x, tuple) else x,
+)
 def test_sampler_tokens_match_one_device(shape, name, reference_samples):
   tokens, log_probs = _sample(shape, name)
   ref_tokens, ref_log_probs = reference_samples[name]
