@@ -84,7 +84,8 @@ def test_rest_em_restarts_every_iteration_from_base_and_online_arms_follow(corpu
         minibatch_size=8,
         learning_rate=1e-3,
         eval_every=4,
-      )
+      ),
+      max_iterations=6,  # The time arm would run dozens of the tiny iterations.
     ),
   )
   state = rest_state.read_state(model_dir)
@@ -103,7 +104,12 @@ def test_rest_em_restarts_every_iteration_from_base_and_online_arms_follow(corpu
   # The rate: the mean time between online_samples' samplings, the first gap (compiling) left out.
   starts = [r['started'] for r in files.read_jsonl(paths.rollout_log('online_samples'))]
   gaps = np.diff(starts)[1:]
-  assert len(starts) == 4 and done[1]['iterations'] == max(1, int(rest_seconds / gaps.mean()))
+  by_time = max(1, int(rest_seconds / gaps.mean()))
+  assert len(starts) == 4 and done[1]['iterations'] == min(6, by_time)
+  grpo = online_rl_steps.OnlineRLConfig(
+    algorithm='grpo', sources_per_iteration=4, num_samples=2, minibatch_size=8
+  )
+  assert rest_online.iterations(model_dir, 'online_time', grpo) == by_time  # Before the cap.
   assert rows[0]['samples'] == rows[0]['train_tokens'] == rows[0]['seconds'] == 0  # BC.
   assert [r['samples'] for r in rows[1:3]] == [32, 64]  # ReST (G=1), (G=2): both rounds.
   assert all(r['seconds'] > 0 and r['train_tokens'] > 0 for r in rows[1:])

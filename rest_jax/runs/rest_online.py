@@ -41,6 +41,9 @@ class OnlineArms:
   config: online_rl_steps.OnlineRLConfig = online_rl_steps.OnlineRLConfig()
   equal_samples: bool = True  # Arm 'online_samples': ReST's first Grow round's sample count.
   equal_time: bool = True  # Arm 'online_time': the wall time of ReST's Grow + Improve phases.
+  # At most this many iterations per arm (None: no cap); a capped arm no longer
+  # matches ReST's samples or time, and its summary row's cost says so.
+  max_iterations: int | None = None
 
   def __post_init__(self):
     if self.equal_time and not self.equal_samples:
@@ -109,7 +112,10 @@ def run_arm(ctx, arm: str) -> dict:
     target_length=ctx.grow_config.target_length,
     seed=ctx.seed,
   )
-  config = dataclasses.replace(config, num_iterations=iterations(ctx.model_dir, arm, config))
+  num_iterations = iterations(ctx.model_dir, arm, config)
+  if arms.max_iterations is not None:
+    num_iterations = min(num_iterations, arms.max_iterations)
+  config = dataclasses.replace(config, num_iterations=num_iterations)
   return online_rl.online_rl(
     model_dir=ctx.model_dir,
     model_config=ctx.model_config,
