@@ -23,7 +23,7 @@ from rest_jax.core import (
   train_loop,
 )
 from rest_jax.core import model_dir as model_dir_lib
-from rest_jax.data import grow_io, tasks
+from rest_jax.data import grow_io, improve_data, tasks
 from rest_jax.rewards import reward_fns
 from rest_jax.runs import evaluation, grow, improve
 
@@ -151,6 +151,50 @@ def test_pack_with_features_is_a_clear_error(grown):
       pack=True,
       features=('reward',),
     )
+
+
+def test_human_mix_fills_a_share_of_every_batch_from_all_of_the_human_data(grown, tmp_path):
+  task, _, model_dir = grown
+  cfg = _config(human_mix=0.25, pack=False)
+  with pytest.raises(errors.UserInputError, match='human task'):
+    improve_data.training_data(model_dir, cfg, 1, 1, 'mix', None)
+  data, facts, human = improve_data.training_data(model_dir, cfg, 1, 1, 'mix', None, task)
+  assert facts['human_mix'] == 0.25 and facts['n_human_examples'] == human[1]
+  assert '25% of each batch from the human data' in facts['filter']
+
+  def inputs(name, split='train'):
+    rows = tasks.get_dataset(
+      name,
+      split,
+      input_length=L,
+      target_length=L,
+      batch_size=64,
+      shuffle=False,
+      seed=0,
+      repeat=False,
+    )
+    return {tuple(r) for b in rows for r in b['encoder_input_tokens'].tolist()}
+
+  kept, everything = inputs(data), inputs(task)
+  assert len(everything) > 2 * len(kept)  # The round holds 16 of the train sources.
+  from_round, from_human = set(), set()
+  batches = improve_data.train_batches(data, cfg, facts['n_train_examples'], human)(0)
+  for _ in range(12):
+    rows = next(batches)['encoder_input_tokens'].tolist()
+    assert len(rows) == 8  # 6 from the filtered round, then 2 from the human data.
+    from_round |= {tuple(r) for r in rows[:6]}
+    from_human |= {tuple(r) for r in rows[6:]}
+  assert from_round <= kept and from_human <= everything
+  assert from_human - kept  # Human rows come from sources Grow never sampled.
+  assert improve_data.human_rows(64, 0.5) == 32 and improve_data.human_rows(8, 0.01) == 1
+  assert improve_data.human_rows(8, 0.99) == 7 and improve_data.human_rows(8, 0.0) == 0
+
+
+def test_human_mix_is_checked():
+  with pytest.raises(errors.UserInputError, match=r'\[0, 1\)'):
+    improve.ImproveConfig(human_mix=1.0)
+  with pytest.raises(errors.UserInputError, match="needs loss 'bc'"):
+    improve.ImproveConfig(human_mix=0.5, loss='reward_weighted')
 
 
 def test_learning_rate_decays_per_improve_step():

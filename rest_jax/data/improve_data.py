@@ -10,6 +10,7 @@ order to where it stopped) and `train_batches` adds BVMPO's KL weight.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,8 +24,14 @@ from rest_jax.data import grow_io, tasks
 
 
 def training_data(
-  model_dir: str, config: Any, grow_round: int, improve_step: int, phase: str, control_task: Any
-) -> tuple[Any, dict]:
+  model_dir: str,
+  config: Any,
+  grow_round: int,
+  improve_step: int,
+  phase: str,
+  control_task: Any,
+  human_task: Any = None,
+) -> tuple[Any, dict, tuple[Any, int] | None]:
   """What an Improve step trains on, and the facts about it that its result records.
 
   Args:
@@ -35,11 +42,15 @@ def training_data(
     phase: the step's name, which tags a task of kept record keys.
     control_task: None: the filtered round g; else this task's human train
       split, unfiltered (the compute-matched BC control).
+    human_task: the task whose train split `config.human_mix` mixes into a
+      filtered round's batches (needed when human_mix > 0).
 
   Returns:
     (seqio task or its name, {'tau', 'filter', 'fell_back', 'n_train_examples',
-    and for a filtered round the kept counts of `filter_round`}).
+    'human_mix', and for a filtered round the kept counts of `filter_round`},
+    and (human task, its train size) to mix in, or None).
   """
+  human = None
   if control_task is None:
     round_dir = model_dir_lib.ModelDir(model_dir).grow_round(grow_round)
     manifest = grow_io.verify_round(round_dir)
@@ -50,8 +61,17 @@ def training_data(
       'filter': filtered.description,
       'fell_back': filtered.fell_back,
       'n_train_examples': filtered.kept,
+      'human_mix': config.human_mix,
       **filter_stats,
     }
+    if config.human_mix:
+      if human_task is None:
+        raise errors.UserInputError(
+          f'ImproveConfig.human_mix={config.human_mix} needs the human task (human_task).'
+        )
+      human = (human_task, tasks.dataset_size(human_task, 'train'))
+      data_facts['filter'] += f', {config.human_mix:.0%} of each batch from the human data'
+      data_facts['n_human_examples'] = human[1]
   else:  # The compute-matched control: the human data, unfiltered.
     task, size = control_task, tasks.dataset_size(control_task, 'train')
     data_facts = {
@@ -59,11 +79,12 @@ def training_data(
       'filter': 'the human data (compute-matched BC control)',
       'fell_back': False,
       'n_train_examples': size,
+      'human_mix': 0.0,
     }
   logging.info(
     '%s trains on %s (%d examples)', phase, data_facts['filter'], data_facts['n_train_examples']
   )
-  return task, data_facts
+  return task, data_facts, human
 
 
 def filter_round(round_dir: str, config: Any, improve_step: int) -> tuple:
@@ -138,16 +159,29 @@ def stream(task: str, cfg: Any, batch_size: int, features, *, pack: bool, skip: 
   return data
 
 
-def train_batches(task: Any, config: Any, size: int) -> Callable[[int], Iterator[dict]]:
+def human_rows(batch_size: int, human_mix: float) -> int:
+  """How many of a batch's rows come from the human data: round(B * mix), and at least
+  one row from each side when 0 < mix."""
+  if not human_mix:
+    return 0
+  return min(batch_size - 1, max(1, round(batch_size * human_mix)))
+
+
+def train_batches(
+  task: Any, config: Any, size: int, human: tuple[Any, int] | None = None
+) -> Callable[[int], Iterator[dict]]:
   """The `batches` of `train_loop.run`: `start -> ` the batches of steps start+1, start+2, ...
 
   Rows are packed only for the 'bc' loss (and `config.pack`); for 'bvmpo' each
-  batch also carries 'kl_weight' [B], the KL weight of its step.
+  batch also carries 'kl_weight' [B], the KL weight of its step. With `human`,
+  `human_rows(B, config.human_mix)` rows of each batch come from the human
+  train split (its own shuffled stream, seed + 1) and the rest from `task`.
 
   Args:
     task: the seqio task (or its name) of `training_data`.
     config: an `improve.ImproveConfig` (loss, batch size, lengths, seed, steps).
     size: the task's number of train records.
+    human: (human task, its train size) of `training_data`, or None.
 
   Returns:
     `batches(start)`, a generator of dicts of [B, ...] numpy arrays: the
@@ -157,15 +191,20 @@ def train_batches(task: Any, config: Any, size: int) -> Callable[[int], Iterator
 
   def batches(start: int):
     pack = config.pack and config.loss == 'bc'
+    n_human = human_rows(config.batch_size, config.human_mix) if human else 0
     data = stream(
       task,
       config,
-      config.batch_size,
+      config.batch_size - n_human,
       spec.batch_fields,
       pack=pack,
       skip=start,
       size=size,
     )
+    if n_human:
+      human_cfg = dataclasses.replace(config, shuffle_seed=config.shuffle_seed + 1)
+      rows = stream(human[0], human_cfg, n_human, (), pack=pack, skip=start, size=human[1])
+      data = ({k: np.concatenate([a[k], h[k]]) for k in a} for a, h in zip(data, rows))
     for step, batch in enumerate(data, start + 1):
       if config.loss == 'bvmpo':
         kl = float(losses.kl_anneal(step - 1, config.num_train_steps))

@@ -55,6 +55,10 @@ class ImproveConfig:
   patience: int = 2  # Stop after this many validations without a better reward (0: never).
   pack: bool = True  # Pack rows for 'bc' (the other losses need one sequence per row).
   shuffle_seed: int = 0  # Data order seed.
+  # Share of each batch's rows drawn from the human train split D, unfiltered, beside the
+  # filtered round: the paper's D_g = samples ∪ D over all of D (a round holds the
+  # references of its own sources only). 0: the filtered round alone. Loss 'bc' only.
+  human_mix: float = 0.0
   loss_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # Loss kwargs.
   validate_start: bool = True  # Validate the starting policy (step 0) as the baseline.
   shuffle_buffer: int = 1 << 16  # Most records in the shuffle buffer (Grow writes in order).
@@ -70,6 +74,13 @@ class ImproveConfig:
         )
     if not 0 < self.lr_decay <= 1:
       raise errors.UserInputError(f'ImproveConfig.lr_decay={self.lr_decay} must be in (0, 1].')
+    if not 0 <= self.human_mix < 1:
+      raise errors.UserInputError(f'ImproveConfig.human_mix={self.human_mix} must be in [0, 1).')
+    if self.human_mix and self.loss != 'bc':
+      raise errors.UserInputError(
+        f"ImproveConfig.human_mix={self.human_mix} needs loss 'bc' (human rows have no "
+        f'reward for {self.loss!r}).'
+      )
 
   def learning_rate_at(self, improve_step: int) -> float:
     """The learning rate of Improve step `improve_step` (1-based)."""
@@ -88,6 +99,7 @@ def improve(
   init_checkpoint: str = 'bc/best',
   baseline: dict | None = None,
   control_task: Any = None,
+  human_task: Any = None,
   name: str | None = None,
   mesh_config: partitioning.MeshConfig = partitioning.MeshConfig(),
   seed: int = 0,
@@ -107,6 +119,7 @@ def improve(
       `MODEL_DIR/checkpoints` ('bc/best', 'g1_i1/best', ...) or absolute.
     baseline: its validation under `eval_config` and `reward` when the caller has it.
     control_task: train on its human train split, unfiltered (the compute-matched BC control).
+    human_task: the task whose train split `improve_config.human_mix` mixes in.
     name: the step's checkpoint / eval / summary name (default 'g<g>_i<i>').
     mesh_config: device mesh.
     seed: dropout seed.
@@ -126,8 +139,8 @@ def improve(
     return done
   policy_eval.check_vocab_size(model_config, eval_config.task)
   gin_utils.write_config(model_dir, f'config_improve_{phase}.gin')
-  task, facts = improve_data.training_data(
-    model_dir, cfg, grow_round, improve_step, phase, control_task
+  task, facts, human = improve_data.training_data(
+    model_dir, cfg, grow_round, improve_step, phase, control_task, human_task
   )
   setup = improve_steps.set_up(
     model_config, cfg, improve_step, paths.checkpoint(init_checkpoint), mesh_config
@@ -139,7 +152,7 @@ def improve(
     steps=setup.steps,
     state=setup.state,
     shardings=setup.shardings,
-    batches=improve_data.train_batches(task, cfg, facts['n_train_examples']),
+    batches=improve_data.train_batches(task, cfg, facts['n_train_examples'], human),
     rng=jax.random.fold_in(jax.random.key(seed), 1),
     config=improve_steps.loop_config(cfg),
     validate=improve_steps.validator(setup.model, setup.mesh, eval_config, reward, progress),

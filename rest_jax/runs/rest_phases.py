@@ -225,6 +225,7 @@ def _improve(ctx: Context, phase: str, g: int, i: int, policies: dict[str, str])
       num_train_steps=_improve_result(ctx.model_dir, g, i)['steps'],
       patience=0,
       shuffle_seed=cfg.shuffle_seed + 1000 * g + i,
+      human_mix=0.0,
     )
     control_task = ctx.task
   improve.improve(
@@ -238,6 +239,7 @@ def _improve(ctx: Context, phase: str, g: int, i: int, policies: dict[str, str])
     init_checkpoint=init,
     baseline=_baseline(ctx.model_dir, init, ctx.base),
     control_task=control_task,
+    human_task=ctx.task,
     name=phase.removeprefix('improve_'),
     mesh_config=ctx.mesh_config,
     seed=ctx.seed,
