@@ -107,6 +107,21 @@ def _policy(model_dir, name, cfg):
   return params, step
 
 
+def _in_order(name, batch_size, **kw):
+  """One pass over a task's train split in file order."""
+  return tasks.get_dataset(
+    name,
+    'train',
+    input_length=L,
+    target_length=L,
+    batch_size=batch_size,
+    shuffle=False,
+    seed=0,
+    repeat=False,
+    **kw,
+  )
+
+
 def test_keys_filter_selects_exactly_the_mask(grown):
   _, _, model_dir = grown
   round_dir = model_dir_lib.ModelDir(model_dir).grow_round(1)
@@ -118,17 +133,7 @@ def test_keys_filter_selects_exactly_the_mask(grown):
     round_dir, grow_io.read_manifest(round_dir)['vocab_path'], keep_keys=keys[mask], tag='top1'
   )
   got = []
-  for b in tasks.get_dataset(
-    name,
-    'train',
-    input_length=L,
-    target_length=L,
-    batch_size=4,
-    shuffle=False,
-    seed=0,
-    repeat=False,
-    features=('reward', 'source_id'),
-  ):
+  for b in _in_order(name, 4, features=('reward', 'source_id')):
     got += list(zip(b['source_id'].tolist(), np.round(b['reward'], 5).tolist()))
   want = list(zip(cols['source_id'][mask].tolist(), np.round(cols['reward'][mask], 5).tolist()))
   assert sorted(got) == sorted(want) and len(got) == 16  # One record per source.
@@ -162,18 +167,8 @@ def test_human_mix_fills_a_share_of_every_batch_from_all_of_the_human_data(grown
   assert facts['human_mix'] == 0.25 and facts['n_human_examples'] == human[1]
   assert '25% of each batch from the human data' in facts['filter']
 
-  def inputs(name, split='train'):
-    rows = tasks.get_dataset(
-      name,
-      split,
-      input_length=L,
-      target_length=L,
-      batch_size=64,
-      shuffle=False,
-      seed=0,
-      repeat=False,
-    )
-    return {tuple(r) for b in rows for r in b['encoder_input_tokens'].tolist()}
+  def inputs(name):
+    return {tuple(r) for b in _in_order(name, 64) for r in b['encoder_input_tokens'].tolist()}
 
   kept, everything = inputs(data), inputs(task)
   assert len(everything) > 2 * len(kept)  # The round holds 16 of the train sources.
