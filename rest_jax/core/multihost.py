@@ -21,6 +21,7 @@ Every function is a no-op, or plain numpy, in a single process.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -28,6 +29,7 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 from absl import logging
+from jax._src import distributed as jax_distributed  # The coordination client, as Orbax reads it.
 from jax.experimental import multihost_utils
 
 
@@ -169,16 +171,38 @@ def raise_together(error: BaseException | None, what: str) -> None:
   _all_ok(error is None, what, error)
 
 
+# How long `_all_ok` waits for the slowest process (one that died is reported
+# by the coordination service long before this).
+_ALL_OK_TIMEOUT_MS = 24 * 60 * 60 * 1000
+_all_ok_calls = itertools.count()
+
+
 def _all_ok(ok: bool, what: str, error: BaseException | None) -> None:
+  """Every process learns whether all were ok; raises `error`, or PeerError, if not.
+
+  The flags go through the coordination service's key-value store, not a
+  device collective: a collective would open gloo connections that a process
+  exiting right after (a refused MODEL_DIR lock) leaves half-made, and its
+  teardown then waits for gloo's connect timeout (measured: ~150 s).
+  """
   if jax.process_count() == 1:
     if error is not None:
       raise error
     return
-  flags = np.asarray(multihost_utils.process_allgather(np.asarray([ok])))
+  client = jax_distributed.global_state.client
+  if client is None:  # Processes joined some other way: a device all-gather.
+    flags = np.asarray(multihost_utils.process_allgather(np.asarray([ok]))).reshape(-1)
+  else:
+    # Every process calls this in the same order, so the n-th call has the same key everywhere.
+    key = f'rest_jax/all_ok/{next(_all_ok_calls)}'
+    client.key_value_set(f'{key}/{jax.process_index()}', '1' if ok else '0')
+    client.wait_at_barrier(f'{key}/barrier', _ALL_OK_TIMEOUT_MS)
+    by_process = {int(k.rsplit('/', 1)[-1]): v for k, v in client.key_value_dir_get(key)}
+    flags = np.asarray([by_process[p] == '1' for p in range(jax.process_count())])
   if error is not None:
     raise error
   if not flags.all():
-    failed = [int(p) for p in np.flatnonzero(~flags.reshape(-1))]
+    failed = [int(p) for p in np.flatnonzero(~flags)]
     raise PeerError(f'{what}: process(es) {failed} failed; see their logs.')
 
 
