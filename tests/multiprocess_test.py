@@ -91,7 +91,8 @@ JUDGE_PHASE = None
 
 def _start(root, name, model_dir, gin_file, devices, extra=()):
   env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3')
-  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  # The session's flags (tests/conftest.py), with this process's device count last (it wins).
+  env['XLA_FLAGS'] = f'{env.get("XLA_FLAGS", "")} --xla_force_host_platform_device_count={devices}'
   cmd = [
     sys.executable,
     '-m',

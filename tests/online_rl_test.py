@@ -205,8 +205,11 @@ def test_sharded_step_on_8_devices_equals_1_device(algorithm):
     outs.append((trainer.to_host(new.params), trainer.to_host(metrics)))
   assert outs[0][1]['loss'] == pytest.approx(outs[1][1]['loss'], rel=1e-5)
   assert (algorithm == 'ppo') == ('value_loss' in outs[0][1])
+  # AdamW's first step moves a weight by lr * g / (|g| + eps): +-1e-2 for most, and a
+  # fraction of that for a gradient near eps, whose float noise differs between meshes
+  # (seen: 6.7e-5 at XLA's optimization level 0). A sharding bug moves weights by ~1e-2.
   for x, y in zip(jax.tree.leaves(outs[0][0]), jax.tree.leaves(outs[1][0])):
-    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-4)
 
 
 def test_bad_configs_are_clear_errors():
