@@ -11,8 +11,9 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # The suite compiles far more than it runs (tiny models, a few steps each):
 # LLVM at optimization level 0 cuts XLA's CPU compile time by about a third
 # (tests/improve_test.py's filtered-round tests: 27 s -> 17 s for bvmpo). It
-# changes how fast the programs run, not what they compute. Subprocesses the
-# tests start inherit it; a level set by the caller wins.
+# changes how fast the programs run and their float rounding (hence the
+# tolerance of tests/online_rl_test.py's sharded step), not what they compute.
+# Subprocesses the tests start inherit it; a level set by the caller wins.
 _OPT = ' --xla_backend_optimization_level=0'
 if 'xla_backend_optimization_level' in os.environ.get('XLA_FLAGS', ''):
   _OPT = ''

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 from absl import logging
-from jax._src import distributed as jax_distributed  # The coordination client, as Orbax reads it.
+from jax._src import distributed as jax_distributed  # pylint: disable=protected-access
 from jax.experimental import multihost_utils
 
 
@@ -171,8 +171,9 @@ def raise_together(error: BaseException | None, what: str) -> None:
   _all_ok(error is None, what, error)
 
 
-# How long `_all_ok` waits for the slowest process (one that died is reported
-# by the coordination service long before this).
+# How long `_all_ok` waits for a slow process. A process that exits or crashes
+# is not covered by it: the coordination service aborts every process after its
+# shutdown timeout (300 s) or heartbeat timeout (100 s).
 _ALL_OK_TIMEOUT_MS = 24 * 60 * 60 * 1000
 _all_ok_calls = itertools.count()
 
@@ -180,25 +181,33 @@ _all_ok_calls = itertools.count()
 def _all_ok(ok: bool, what: str, error: BaseException | None) -> None:
   """Every process learns whether all were ok; raises `error`, or PeerError, if not.
 
-  The flags go through the coordination service's key-value store, not a
-  device collective: a collective would open gloo connections that a process
-  exiting right after (a refused MODEL_DIR lock) leaves half-made, and its
-  teardown then waits for gloo's connect timeout (measured: ~150 s).
+  Every process must call it the same number of times in the same order (it is
+  a collective). The flags go through the coordination service's key-value
+  store, not a device collective: a collective would open gloo connections that
+  a process exiting right after (a refused MODEL_DIR lock) leaves half-made, and
+  its teardown then waits for gloo's connect timeout (measured: ~150 s). Each
+  call leaves one small key per process in the store.
   """
   if jax.process_count() == 1:
     if error is not None:
       raise error
     return
-  client = jax_distributed.global_state.client
-  if client is None:  # Processes joined some other way: a device all-gather.
-    flags = np.asarray(multihost_utils.process_allgather(np.asarray([ok]))).reshape(-1)
-  else:
-    # Every process calls this in the same order, so the n-th call has the same key everywhere.
-    key = f'rest_jax/all_ok/{next(_all_ok_calls)}'
-    client.key_value_set(f'{key}/{jax.process_index()}', '1' if ok else '0')
-    client.wait_at_barrier(f'{key}/barrier', _ALL_OK_TIMEOUT_MS)
-    by_process = {int(k.rsplit('/', 1)[-1]): v for k, v in client.key_value_dir_get(key)}
-    flags = np.asarray([by_process[p] == '1' for p in range(jax.process_count())])
+  client = jax_distributed.global_state.client  # No public accessor; Orbax reads it so.
+  try:
+    if client is None:  # Processes joined some other way: a device all-gather.
+      flags = np.asarray(multihost_utils.process_allgather(np.asarray([ok]))).reshape(-1)
+    else:
+      # The n-th call has the same key on every process (same calls, same order).
+      n = next(_all_ok_calls)
+      key = f'rest_jax/all_ok/{n}'
+      client.key_value_set(f'{key}/{jax.process_index()}', '1' if ok else '0')
+      client.wait_at_barrier(f'{key}/barrier', _ALL_OK_TIMEOUT_MS)
+      by_process = {int(k.rsplit('/', 1)[-1]): v for k, v in client.key_value_dir_get(key)}
+      flags = np.asarray([by_process[p] == '1' for p in range(jax.process_count())])
+  except Exception as e:
+    if error is not None:  # This process's own error says more than the exchange's.
+      raise error from e
+    raise PeerError(f'{what}: the processes could not exchange their status: {e}') from e
   if error is not None:
     raise error
   if not flags.all():
