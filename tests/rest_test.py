@@ -245,6 +245,29 @@ def test_summary_and_report_name_the_split_of_every_number(full_run):
   assert 'Test judge reward' in page and 'BC control (G=2, I=2)' in page
 
 
+def test_eval_phases_bootstrap_test_bleu_against_bc_and_the_control(full_run):
+  model_dir, rows = full_run
+  path = lambda name: os.path.join(model_dir, 'eval', name)  # noqa: E731
+  bc = json.load(open(path('eval_bc_test_outputs.json')))
+  assert 'vs_bc' not in json.load(open(path('eval_bc.json')))['test']
+  final = json.load(open(path('eval_g2_i2.json')))['test']
+  control = json.load(open(path('eval_bc_more_g2_i2.json')))['test']
+  n = len(bc['references'])
+  assert final['vs_bc']['num_sentences'] == n == final['num_examples']
+  # The whole-set difference is the table's difference; the interval holds it.
+  by_phase = {(r['phase'], r['g'], r['i']): r for r in rows}
+  want = by_phase[('improve', 2, 2)]['test_bleu'] - by_phase[('bc', 0, 0)]['test_bleu']
+  assert final['vs_bc']['bleu']['diff'] == pytest.approx(want, abs=1e-6)
+  lo, hi = final['vs_bc']['bleu']['ci95']
+  assert lo <= final['vs_bc']['bleu']['diff'] <= hi
+  want = by_phase[('improve', 2, 2)]['test_chrf'] - by_phase[('bc_more', 2, 2)]['test_chrf']
+  assert control['rest_vs_control']['chrf']['diff'] == pytest.approx(want, abs=1e-6)
+  assert 'rest_vs_control' not in final
+  page = open(os.path.join(model_dir, 'report', 'report.html')).read()
+  assert 'Test, paired bootstrap' in page
+  assert 'ReST (G=2, I=2) - BC control (G=2, I=2)' in page
+
+
 def test_judge_is_a_second_reward_model_on_other_sources(full_run, corpus):
   model_dir, rows = full_run
   for row in rows:

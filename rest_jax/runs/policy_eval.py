@@ -36,6 +36,7 @@ def evaluate_policy(
   reward: rewards_lib.RewardFn | None = None,
   judge: rewards_lib.RewardFn | None = None,
   progress: bool = True,
+  return_outputs: bool = False,
 ) -> dict:
   """Loss, token accuracy, greedy BLEU / chrF (and reward) of `params` on a split.
 
@@ -49,6 +50,8 @@ def evaluate_policy(
     judge: optional second reward source the policy was not trained or
       selected on (an independent judge); scores the same outputs.
     progress: show a progress bar.
+    return_outputs: also return the N greedy outputs and references
+      (`outputs`, `references`: lists of N strings, in split order).
 
   Returns:
     dict: `loss`, `accuracy`, `bleu`, `chrf`, sacrebleu signatures,
@@ -138,6 +141,8 @@ def evaluate_policy(
       for j, (s, r, h) in enumerate(list(zip(srcs, refs, hyps))[: config.num_samples_to_log])
     ],
   )
+  if return_outputs:
+    result.update(outputs=hyps, references=refs)
   return result
 
 

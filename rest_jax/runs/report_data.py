@@ -136,6 +136,29 @@ def final_eval(model_dir: str) -> tuple[str, dict] | None:
   return None
 
 
+def paired_tests(model_dir: str) -> list[tuple[str, dict]]:
+  """(label, `metrics.paired_bootstrap` result) of the final ReST policy's test outputs.
+
+  Against BC (`vs_bc` of the last `eval/eval_g<g>_i<i>.json`) and against the
+  BC control of the same (g, i) (`rest_vs_control` of
+  `eval/eval_bc_more_g<g>_i<i>.json`), where the run has them.
+  """
+  folder = model_dir_lib.ModelDir(model_dir).path('eval')
+  found = _numbered(folder, _EVAL_RE)
+  if not found:
+    return []
+  (g, i), path = found[-1]
+  out = []
+  final = as_dict(as_dict(read_json(path)).get('test'))
+  if isinstance(final.get('vs_bc'), dict):
+    out.append((f'ReST (G={g}, I={i}) - BC', final['vs_bc']))
+  control = as_dict(read_json(os.path.join(folder, f'eval_bc_more_g{g}_i{i}.json')))
+  paired = as_dict(control.get('test')).get('rest_vs_control')
+  if isinstance(paired, dict):
+    out.append((f'ReST (G={g}, I={i}) - BC control (G={g}, I={i})', paired))
+  return out
+
+
 def eval_samples(evaluation: Any) -> list[dict]:
   """The validation samples of an eval file (test samples if it has none)."""
   for split in ('val', 'test'):

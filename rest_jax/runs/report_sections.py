@@ -105,6 +105,44 @@ def _section_summary(model_dir: str, out_dir: str) -> str:
     'Distinct samples, training tokens (rows x length through forward and backward passes) '
     'and seconds: what the policy cost since the starting policy (ReST: its Grow rounds and '
     'Improve steps; online RL: its whole run), for comparisons at equal cost.</p>'
+    + _paired_table(model_dir)
+  )
+
+
+def _paired_table(model_dir: str) -> str:
+  """The final policy's paired bootstrap on test against BC and the control ('' if none)."""
+  tests = report_data.paired_tests(model_dir)
+  if not tests:
+    return ''
+  body = []
+  for label, t in tests:
+    cells = [label]
+    for key in ('bleu', 'chrf'):
+      d = report_data.as_dict(t.get(key))
+      lo, hi = (report_data.as_list(d.get('ci95')) + [None, None])[:2]
+      cells += [
+        report_data.fmt(d.get('diff'), '+.2f'),
+        f'[{report_data.fmt(lo, "+.2f")}, {report_data.fmt(hi, "+.2f")}]',
+        report_data.fmt(d.get('a_wins'), '.3f'),
+      ]
+    cells.append(
+      f'{report_data.fmt(t.get("identical"), ",")} / {report_data.fmt(t.get("num_sentences"), ",")}'
+    )
+    body.append(cells)
+  header = [
+    'Test, paired bootstrap',
+    'BLEU diff',
+    'BLEU 95% interval',
+    'BLEU: first wins',
+    'chrF diff',
+    'chrF 95% interval',
+    'chrF: first wins',
+    'Identical outputs',
+  ]
+  return report_html.table_html(header, body, table_id='paired') + (
+    '<p class="meta">Resamples of the test sentences, drawn with replacement and the same for '
+    'both policies (metrics.paired_bootstrap). An interval that holds 0 is a difference the '
+    'test split cannot tell from noise.</p>'
   )
 
 

@@ -19,6 +19,7 @@ from rest_jax.core import (
   checkpoints,
   files,
   improve_losses,
+  metrics,
   models,
   network,
   partitioning,
@@ -406,8 +407,17 @@ def _evaluate_phase(
   result = {'checkpoint': directory, 'step': int(step), 'splits': SPLITS}
   for split, cfg in (('val', eval_config), ('test', test_config)):
     m = policy_eval.evaluate_policy(
-      model, params, mesh, cfg, reward=reward, judge=judge, progress=progress
+      model,
+      params,
+      mesh,
+      cfg,
+      reward=reward,
+      judge=judge,
+      progress=progress,
+      return_outputs=split == 'test',
     )
+    if split == 'test':
+      m.update(_paired_tests(model_dir, phase, m.pop('outputs'), m.pop('references')))
     result[split] = m
     keys = ('reward', 'judge_reward', 'bleu', 'chrf', 'length_ratio', 'repetition_rate')
     row.update({f'{split}_{k}': m.get(k) for k in (*keys, 'hacking_rate')})
@@ -431,6 +441,47 @@ def _evaluate_phase(
     flush=True,
   )
   return result
+
+
+def _paired_tests(model_dir: str, phase: str, outputs: list[str], references: list[str]) -> dict:
+  """Writes `eval/<phase>_test_outputs.json`; paired bootstraps against earlier phases' outputs.
+
+  Args:
+    model_dir: run directory.
+    phase: the eval phase ('eval_bc', 'eval_g<g>_i<i>', 'eval_bc_more_g<g>_i<i>', ...).
+    outputs: its N greedy test outputs.
+    references: the N test references.
+
+  Returns:
+    {'vs_bc': this policy - BC} (every phase but BC's), and for a control phase
+    {'rest_vs_control': ReST (g, i) - this control}: `metrics.paired_bootstrap`
+    results, for which the outputs compared must exist and share the references.
+  """
+  paths = model_dir_lib.ModelDir(model_dir)
+  files.write_json(
+    paths.eval(f'{phase}_test_outputs.json'), {'outputs': outputs, 'references': references}
+  )
+
+  def load(other):
+    path = paths.eval(f'{other}_test_outputs.json')
+    if not os.path.exists(path):
+      return None
+    with open(path) as f:
+      saved = json.load(f)
+    return saved['outputs'] if saved['references'] == references else None
+
+  tests, notes = {}, []
+  if phase != 'eval_bc' and (bc := load('eval_bc')) is not None:
+    tests['vs_bc'] = metrics.paired_bootstrap(outputs, bc, references)
+    notes.append(f'this - BC: {metrics.format_paired(tests["vs_bc"])}')
+  if phase.startswith(f'eval_{CONTROL}_'):
+    rest_phase = 'eval_' + phase.removeprefix(f'eval_{CONTROL}_')
+    if (rest_out := load(rest_phase)) is not None:
+      tests['rest_vs_control'] = metrics.paired_bootstrap(rest_out, outputs, references)
+      notes.append(f'ReST - this: {metrics.format_paired(tests["rest_vs_control"])}')
+  if notes:
+    print(f'[rest] {phase}: test, paired bootstrap 95%: ' + '; '.join(notes), flush=True)
+  return tests
 
 
 def _baseline(model_dir: str, checkpoint: str, base: str) -> dict | None:
